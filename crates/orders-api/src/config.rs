@@ -1,0 +1,52 @@
+//! Configuration, from flags or the environment (the environment is what
+//! containers use; flags are handy when running by hand).
+//!
+//! The `OTEL_*` and `RUST_LOG` variables are read by `orders-telemetry`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use orders::db::PoolSettings;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "orders-api",
+    version,
+    about = "Takes orders and stores them with their trace context"
+)]
+pub struct Config {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
+    pub listen_addr: SocketAddr,
+
+    /// Most connections in the database pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
+
+    /// Seconds a request waits for a database connection before answering 503.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub database_acquire_timeout_secs: u64,
+
+    /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    #[must_use]
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.database_pool_size,
+            acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
+        }
+    }
+
+    #[must_use]
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}

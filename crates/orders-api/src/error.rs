@@ -1,0 +1,123 @@
+//! The one error type of the API and its JSON shape:
+//! `{"error": {"code": "...", "message": "...", "details": [...]}}`.
+//!
+//! Every failure a client can cause maps to a 4xx here; a 500 means a bug or a
+//! broken database, never bad input.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use orders::order::FieldError;
+use orders::{StoreError, ValidationErrors};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The JSON does not have the shape of the expected document: a field is
+    /// missing, unknown or of the wrong type.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// The document has the right shape but breaks a rule.
+    #[error("{0}")]
+    Validation(#[from] ValidationErrors),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("could not read the request body: {0}")]
+    UnreadableBody(String),
+    #[error("order id {0:?} is not a UUID")]
+    InvalidOrderId(String),
+    #[error("order {0} does not exist")]
+    OrderNotFound(Uuid),
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    details: &'a [FieldError],
+}
+
+impl ApiError {
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::UnreadableBody(_) | Self::InvalidOrderId(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::InvalidBody(_) | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::OrderNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Store(error) if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable name for the error.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::Validation(_) => "validation_failed",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnreadableBody(_) => "unreadable_body",
+            Self::InvalidOrderId(_) => "invalid_order_id",
+            Self::OrderNotFound(_) => "order_not_found",
+            Self::RouteNotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Store(error) if error.is_unavailable() => "database_unavailable",
+            Self::Store(_) => "internal_error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // Database details stay in the logs, not in answers to clients.
+        let message = match &self {
+            Self::Store(error) if error.is_unavailable() => {
+                tracing::warn!(error = %error, "database unavailable");
+                "the database is unavailable, try again later".to_owned()
+            }
+            Self::Store(error) => {
+                tracing::error!(error = %error, "request failed");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let details = match &self {
+            Self::Validation(errors) => errors.fields(),
+            _ => &[],
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message,
+                details,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,4 @@
+//! The HTTP handlers.
+
+pub mod health;
+pub mod orders;

@@ -1,0 +1,369 @@
+//! Orders and the rules a new order must satisfy.
+//!
+//! Validation lives here rather than in the HTTP layer so that every writer of
+//! orders enforces the same limits and the batch can rely on them.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::trace_context::TraceContext;
+
+/// Longest accepted `customer_id`, in characters.
+pub const MAX_CUSTOMER_ID_CHARS: usize = 64;
+/// Most line items in one order.
+pub const MAX_ITEMS: usize = 100;
+/// Longest accepted `sku`, in characters.
+pub const MAX_SKU_CHARS: usize = 64;
+/// Largest quantity of one line item.
+pub const MAX_QUANTITY: i64 = 10_000;
+/// Largest unit price, in cents.
+pub const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
+
+/// An order as submitted, before validation.
+///
+/// Numbers are `i64` so that out-of-range values reach [`OrderRequest::validate`]
+/// and get a message naming the field and its range, instead of a type error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub customer_id: String,
+    pub items: Vec<LineItemRequest>,
+}
+
+/// A line item as submitted, before validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineItemRequest {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+/// An order that passed validation and can be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    customer_id: String,
+    items: Vec<LineItem>,
+    total_cents: i64,
+}
+
+/// One validated line item of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+/// One rule an [`OrderRequest`] broke, with the JSON path of the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Every rule an [`OrderRequest`] broke, in field order; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(Vec<FieldError>);
+
+impl ValidationErrors {
+    /// The broken rules, in field order.
+    #[must_use]
+    pub fn fields(&self) -> &[FieldError] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut separator = "";
+        for error in &self.0 {
+            write!(f, "{separator}{}: {}", error.field, error.message)?;
+            separator = "; ";
+        }
+        Ok(())
+    }
+}
+
+impl OrderRequest {
+    /// Checks every rule and returns the order ready to store, or all broken rules.
+    pub fn validate(self) -> Result<NewOrder, ValidationErrors> {
+        let mut errors = Vec::new();
+        let mut error = |field: String, message: String| errors.push(FieldError { field, message });
+
+        check_length(
+            "customer_id".to_owned(),
+            &self.customer_id,
+            MAX_CUSTOMER_ID_CHARS,
+            &mut error,
+        );
+        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
+            error(
+                "items".to_owned(),
+                format!(
+                    "must hold between 1 and {MAX_ITEMS} items, got {}",
+                    self.items.len()
+                ),
+            );
+        }
+        for (index, item) in self.items.iter().enumerate() {
+            check_length(
+                format!("items[{index}].sku"),
+                &item.sku,
+                MAX_SKU_CHARS,
+                &mut error,
+            );
+            check_range(
+                format!("items[{index}].quantity"),
+                item.quantity,
+                1,
+                MAX_QUANTITY,
+                &mut error,
+            );
+            check_range(
+                format!("items[{index}].unit_price_cents"),
+                item.unit_price_cents,
+                0,
+                MAX_UNIT_PRICE_CENTS,
+                &mut error,
+            );
+        }
+
+        if !errors.is_empty() {
+            return Err(ValidationErrors(errors));
+        }
+        let items: Vec<LineItem> = self
+            .items
+            .into_iter()
+            .map(|item| LineItem {
+                sku: item.sku,
+                quantity: item.quantity,
+                unit_price_cents: item.unit_price_cents,
+            })
+            .collect();
+        Ok(NewOrder {
+            customer_id: self.customer_id,
+            total_cents: total_cents(&items),
+            items,
+        })
+    }
+}
+
+fn check_length(field: String, value: &str, max: usize, error: &mut impl FnMut(String, String)) {
+    let length = value.chars().count();
+    if length == 0 || length > max {
+        error(
+            field,
+            format!("must be between 1 and {max} characters long, got {length}"),
+        );
+    }
+}
+
+fn check_range(
+    field: String,
+    value: i64,
+    min: i64,
+    max: i64,
+    error: &mut impl FnMut(String, String),
+) {
+    if !(min..=max).contains(&value) {
+        error(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        );
+    }
+}
+
+/// The total of a list of line items, in cents.
+///
+/// Validated items cannot overflow (100 items × 10 000 × 10⁸ < 2⁶³); the
+/// saturation only guards data that bypassed validation.
+#[must_use]
+pub fn total_cents(items: &[LineItem]) -> i64 {
+    items.iter().fold(0_i64, |total, item| {
+        total.saturating_add(item.quantity.saturating_mul(item.unit_price_cents))
+    })
+}
+
+impl NewOrder {
+    #[must_use]
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
+    #[must_use]
+    pub fn items(&self) -> &[LineItem] {
+        &self.items
+    }
+
+    #[must_use]
+    pub fn total_cents(&self) -> i64 {
+        self.total_cents
+    }
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Stored, waiting for a batch.
+    Pending,
+    /// Claimed by a batch run.
+    Processing,
+    /// Reconciled by a batch.
+    Processed,
+    /// Gave up on after too many failed attempts.
+    Failed,
+}
+
+impl OrderStatus {
+    /// The value stored in the `status` column.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Processed => "processed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses the value stored in the `status` column.
+    #[must_use]
+    pub fn from_db(value: &str) -> Option<Self> {
+        match value {
+            "pending" => Some(Self::Pending),
+            "processing" => Some(Self::Processing),
+            "processed" => Some(Self::Processed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// The `process-batch` span that handled an order: the way back from an order
+/// to its batch, which a span link (pointing the other way) cannot give.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchSpan {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+/// A stored order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub items: Vec<LineItem>,
+    pub total_cents: i64,
+    pub status: OrderStatus,
+    pub created_at: DateTime<Utc>,
+    /// Trace context of the `receive-order` span, if one was recorded.
+    pub source_trace: Option<TraceContext>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub batch_span: Option<BatchSpan>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(customer_id: &str, items: Vec<LineItemRequest>) -> OrderRequest {
+        OrderRequest {
+            customer_id: customer_id.to_owned(),
+            items,
+        }
+    }
+
+    fn item(sku: &str, quantity: i64, unit_price_cents: i64) -> LineItemRequest {
+        LineItemRequest {
+            sku: sku.to_owned(),
+            quantity,
+            unit_price_cents,
+        }
+    }
+
+    #[test]
+    fn valid_order_gets_its_total() {
+        let order = request("c-42", vec![item("a", 2, 1250), item("b", 1, 99)])
+            .validate()
+            .unwrap();
+        assert_eq!(order.total_cents(), 2599);
+        assert_eq!(order.items().len(), 2);
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let items = (0..MAX_ITEMS)
+            .map(|_| {
+                item(
+                    &"s".repeat(MAX_SKU_CHARS),
+                    MAX_QUANTITY,
+                    MAX_UNIT_PRICE_CENTS,
+                )
+            })
+            .collect();
+        let order = request(&"é".repeat(MAX_CUSTOMER_ID_CHARS), items)
+            .validate()
+            .unwrap();
+        assert_eq!(order.total_cents(), 100 * 10_000 * 100_000_000);
+        assert!(request("c", vec![item("s", 1, 0)]).validate().is_ok());
+    }
+
+    #[test]
+    fn every_broken_rule_is_named_by_its_path() {
+        let errors = request(
+            "",
+            vec![item("", 0, -1), item(&"s".repeat(65), 10_001, 100_000_001)],
+        )
+        .validate()
+        .unwrap_err();
+        let fields: Vec<&str> = errors.fields().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "customer_id",
+                "items[0].sku",
+                "items[0].quantity",
+                "items[0].unit_price_cents",
+                "items[1].sku",
+                "items[1].quantity",
+                "items[1].unit_price_cents",
+            ]
+        );
+        assert!(
+            errors
+                .to_string()
+                .starts_with("customer_id: must be between 1 and 64")
+        );
+    }
+
+    #[test]
+    fn item_count_is_bounded() {
+        let none = request("c", vec![]).validate().unwrap_err();
+        assert_eq!(none.fields()[0].field, "items");
+        let too_many = request("c", (0..=MAX_ITEMS).map(|_| item("s", 1, 1)).collect())
+            .validate()
+            .unwrap_err();
+        assert_eq!(too_many.fields()[0].field, "items");
+        assert!(too_many.fields()[0].message.contains("got 101"));
+    }
+
+    #[test]
+    fn status_round_trips_through_its_column_value() {
+        for status in [
+            OrderStatus::Pending,
+            OrderStatus::Processing,
+            OrderStatus::Processed,
+            OrderStatus::Failed,
+        ] {
+            assert_eq!(OrderStatus::from_db(status.as_str()), Some(status));
+        }
+        assert_eq!(OrderStatus::from_db("lost"), None);
+    }
+}

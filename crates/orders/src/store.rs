@@ -1,0 +1,246 @@
+//! The queries on the `orders` table.
+//!
+//! Each public function is a database CLIENT span carrying the OpenTelemetry
+//! database semantic-convention attributes: sqlx emits no spans of its own.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::types::Json;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::order::{BatchSpan, LineItem, NewOrder, Order, OrderStatus};
+use crate::trace_context::TraceContext;
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The server could not be reached or refused service: worth retrying later.
+    #[error("database unavailable while {action}: {source}")]
+    Unavailable {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The server answered with an error.
+    #[error("database error while {action}: {source}")]
+    Query {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("invalid DATABASE_URL: {source}")]
+    InvalidUrl {
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying database migrations failed: {source}")]
+    Migrate {
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A stored row breaks an invariant the schema cannot express.
+    #[error("order {id} holds unreadable data: {reason}")]
+    Corrupt { id: Uuid, reason: String },
+}
+
+impl StoreError {
+    /// True when the database could not be reached, as opposed to a failing query.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Connect { .. })
+    }
+
+    /// Sorts a sqlx error into [`StoreError::Unavailable`] or [`StoreError::Query`].
+    pub fn from_sqlx(action: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| {
+            if is_connection_error(&source) {
+                Self::Unavailable { action, source }
+            } else {
+                Self::Query { action, source }
+            }
+        }
+    }
+}
+
+/// Errors meaning "no usable connection", including the SQLSTATEs a server sends
+/// while starting, shutting down or out of connection slots.
+fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources;
+            // 57P0x: admin shutdown, crash shutdown, cannot connect now;
+            // 3D000: the database does not exist (dropped or not yet created).
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code == "3D000"
+        }),
+        _ => false,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    customer_id: String,
+    items: Json<Vec<LineItem>>,
+    total_cents: i64,
+    status: String,
+    created_at: DateTime<Utc>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    attempts: i32,
+    last_error: Option<String>,
+    processed_at: Option<DateTime<Utc>>,
+    batch_trace_id: Option<String>,
+    batch_span_id: Option<String>,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+
+    fn try_from(row: OrderRow) -> Result<Self, StoreError> {
+        let status = OrderStatus::from_db(&row.status).ok_or_else(|| StoreError::Corrupt {
+            id: row.id,
+            reason: format!("unknown status {:?}", row.status),
+        })?;
+        let batch_span = match (row.batch_trace_id, row.batch_span_id) {
+            (Some(trace_id), Some(span_id)) => Some(BatchSpan { trace_id, span_id }),
+            _ => None,
+        };
+        Ok(Self {
+            id: row.id,
+            customer_id: row.customer_id,
+            items: row.items.0,
+            total_cents: row.total_cents,
+            status,
+            created_at: row.created_at,
+            source_trace: row.traceparent.map(|traceparent| TraceContext {
+                traceparent,
+                tracestate: row.tracestate,
+            }),
+            attempts: row.attempts,
+            last_error: row.last_error,
+            processed_at: row.processed_at,
+            batch_span,
+        })
+    }
+}
+
+/// A CLIENT span for one statement on the `orders` table, named as the product
+/// names its steps, with the database semantic-convention attributes.
+fn db_span(
+    pool: &PgPool,
+    name: &'static str,
+    operation: &'static str,
+    query: &'static str,
+) -> tracing::Span {
+    let options = pool.connect_options();
+    tracing::info_span!(
+        "db",
+        otel.name = name,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = "orders",
+        db.namespace = options.get_database().unwrap_or(options.get_username()),
+        db.query.text = query,
+        server.address = options.get_host(),
+        server.port = options.get_port(),
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Marks a span as failed with the semantic-convention error attributes.
+fn record_error(span: &tracing::Span, error: &StoreError) {
+    span.record("otel.status_code", "ERROR");
+    span.record(
+        "error.type",
+        if error.is_unavailable() {
+            "unavailable"
+        } else {
+            "query_failed"
+        },
+    );
+}
+
+const INSERT_ORDER: &str = "INSERT INTO orders (id, customer_id, items, total_cents, traceparent, tracestate) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     RETURNING id, customer_id, items, total_cents, status, created_at, traceparent, tracestate, \
+     attempts, last_error, processed_at, batch_trace_id, batch_span_id";
+
+/// Stores a new pending order with the trace context the batch will link to.
+///
+/// Runs in a `persist-order` span.
+pub async fn insert_order(
+    pool: &PgPool,
+    id: Uuid,
+    order: &NewOrder,
+    source_trace: Option<&TraceContext>,
+) -> Result<Order, StoreError> {
+    let span = db_span(pool, "persist-order", "INSERT", INSERT_ORDER);
+    async {
+        let result = sqlx::query_as::<_, OrderRow>(INSERT_ORDER)
+            .bind(id)
+            .bind(order.customer_id())
+            .bind(Json(order.items()))
+            .bind(order.total_cents())
+            .bind(source_trace.map(|trace| trace.traceparent.as_str()))
+            .bind(source_trace.and_then(|trace| trace.tracestate.as_deref()))
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::from_sqlx("inserting an order"))
+            .and_then(Order::try_from);
+        if let Err(error) = &result {
+            record_error(&tracing::Span::current(), error);
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+const SELECT_ORDER: &str = "SELECT id, customer_id, items, total_cents, status, created_at, traceparent, \
+     tracestate, attempts, last_error, processed_at, batch_trace_id, batch_span_id \
+     FROM orders WHERE id = $1";
+
+/// Reads one order, `None` if there is none with that id.
+pub async fn find_order(pool: &PgPool, id: Uuid) -> Result<Option<Order>, StoreError> {
+    let span = db_span(pool, "SELECT orders", "SELECT", SELECT_ORDER);
+    async {
+        let result = sqlx::query_as::<_, OrderRow>(SELECT_ORDER)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from_sqlx("reading an order"))
+            .and_then(|row| row.map(Order::try_from).transpose());
+        if let Err(error) = &result {
+            record_error(&tracing::Span::current(), error);
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Checks that a connection can be had and answers a trivial query.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::from_sqlx("checking the database"))
+}
