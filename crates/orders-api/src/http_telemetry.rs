@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::KeyValue;
-use orders::trace_context::is_valid_traceparent;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::propagation::Extractor;
+use orders::trace_context::is_valid_traceparent;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -124,7 +124,8 @@ pub async fn trace_request(
     let response = next.run(request).instrument(span.clone()).await;
 
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    // As i64: tracing-opentelemetry records unsigned integers as strings.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     // Server spans are errors for 5xx only: 4xx are the client's mistakes.
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");

@@ -7,8 +7,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
+use orders::JsonObject;
 use serde::de::DeserializeOwned;
-use serde_json::error::Category;
+use serde_json::Value;
 
 use crate::app::MAX_BODY_BYTES;
 use crate::error::ApiError;
@@ -64,25 +65,20 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Parses a whole body, naming the JSON path of the first offending field.
+/// Parses a whole body: first as JSON, so any syntax error is a 400 however
+/// late in the body it comes; then into `T`, which must be a JSON object, naming
+/// the path of the first offending field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let document: Value = serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    let JsonObject(value) = serde_path_to_error::deserialize(document).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        match inner.classify() {
-            Category::Data => ApiError::InvalidBody(if path == "." {
-                inner.to_string()
-            } else {
-                format!("{path}: {inner}")
-            }),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::MalformedJson(inner.to_string())
-            }
-        }
+        ApiError::InvalidBody(if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        })
     })?;
-    deserializer
-        .end()
-        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
     Ok(value)
 }

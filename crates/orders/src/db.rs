@@ -48,7 +48,13 @@ pub fn connect_lazy(database_url: &str, settings: PoolSettings) -> Result<PgPool
     let options: PgConnectOptions = database_url
         .parse()
         .map_err(|source| StoreError::InvalidUrl { source })?;
-    Ok(pool_options(settings).connect_lazy_with(options))
+    Ok(connect_lazy_with(options, settings))
+}
+
+/// [`connect_lazy`] with parsed options.
+#[must_use]
+pub fn connect_lazy_with(options: PgConnectOptions, settings: PoolSettings) -> PgPool {
+    pool_options(settings).connect_lazy_with(options)
 }
 
 fn pool_options(settings: PoolSettings) -> PgPoolOptions {

@@ -10,6 +10,8 @@ pub mod order;
 pub mod store;
 pub mod trace_context;
 
-pub use order::{LineItem, NewOrder, Order, OrderRequest, OrderStatus, ValidationErrors};
+pub use order::{
+    JsonObject, LineItem, NewOrder, Order, OrderRequest, OrderStatus, ValidationErrors,
+};
 pub use store::StoreError;
 pub use trace_context::TraceContext;

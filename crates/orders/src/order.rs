@@ -4,9 +4,12 @@
 //! orders enforces the same limits and the batch can rely on them.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use crate::trace_context::TraceContext;
@@ -30,7 +33,47 @@ pub const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     pub customer_id: String,
+    #[serde(deserialize_with = "objects")]
     pub items: Vec<LineItemRequest>,
+}
+
+/// A `T` that must be written as a JSON object.
+///
+/// serde also accepts a JSON array for a struct, filling the fields by
+/// position; for a public API that is a wrong type, not a shorthand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonObject<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(JsonObject)
+    }
+}
+
+/// A list whose elements must be JSON objects (see [`JsonObject`]).
+fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let objects = Vec::<JsonObject<T>>::deserialize(deserializer)?;
+    Ok(objects.into_iter().map(|JsonObject(value)| value).collect())
 }
 
 /// A line item as submitted, before validation.
@@ -104,7 +147,7 @@ impl OrderRequest {
             error(
                 "items".to_owned(),
                 format!(
-                    "must hold between 1 and {MAX_ITEMS} items, got {}",
+                    "must be between 1 and {MAX_ITEMS} items long, got {}",
                     self.items.len()
                 ),
             );

@@ -159,7 +159,7 @@ fn db_span(
         db.namespace = options.get_database().unwrap_or(options.get_username()),
         db.query.text = query,
         server.address = options.get_host(),
-        server.port = options.get_port(),
+        server.port = i64::from(options.get_port()),
         error.type = tracing::field::Empty,
     )
 }

@@ -78,10 +78,7 @@ pub fn init(service: &'static str, version: &'static str) -> Result<Telemetry, T
 
 /// [`init`] with an explicit configuration.
 pub fn init_with(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
-    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ]));
+    install_propagator();
 
     let telemetry = providers::build(config)?;
     opentelemetry::global::set_tracer_provider(telemetry.tracer_provider.clone());
@@ -119,6 +116,16 @@ pub fn init_with(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> 
         .with(log_layer)
         .try_init()?;
     Ok(telemetry)
+}
+
+/// Installs the W3C trace-context (and baggage) propagator globally; until
+/// then the global propagator is a no-op and incoming `traceparent` headers are
+/// ignored.
+pub fn install_propagator() {
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
 }
 
 impl Telemetry {

@@ -108,7 +108,11 @@ async fn receive_order(state: &AppState, request: OrderRequest) -> Result<Order,
             let id = Uuid::now_v7();
             span.record("order.id", tracing::field::display(id));
             span.record("customer.id", order.customer_id());
-            span.record("order.item_count", order.items().len());
+            // As i64: tracing-opentelemetry records unsigned integers as strings.
+            span.record(
+                "order.item_count",
+                i64::try_from(order.items().len()).unwrap_or(i64::MAX),
+            );
             span.record("order.total_cents", order.total_cents());
             // The batch links to this span: store its context, not the request's.
             let source_trace = TraceContext::of_current_span();
