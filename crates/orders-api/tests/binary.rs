@@ -21,7 +21,12 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_orders-api");
+/// The binary under test: the one cargo built for this test run, or another
+/// build (say, `target/release/orders-api`) named by `ORDERS_API_BIN`.
+fn binary() -> String {
+    std::env::var("ORDERS_API_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_orders-api").to_owned())
+}
+
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The URL of the per-test database `#[sqlx::test]` created.
@@ -46,7 +51,7 @@ fn free_port() -> u16 {
 
 /// The binary with a clean environment plus `env`.
 fn command(env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(BINARY);
+    let mut command = Command::new(binary());
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
