@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_error, sample_order};
+use common::{TestApp, assert_error, sample_order};
 use otlp_receiver::{OtlpReceiver, ReceivedSpan, Signal, Transport};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -63,8 +63,7 @@ fn command(env: &[(&str, String)]) -> Command {
 
 struct RunningApi {
     child: Child,
-    base: String,
-    client: reqwest::Client,
+    app: TestApp,
 }
 
 impl RunningApi {
@@ -79,12 +78,14 @@ impl RunningApi {
             .unwrap();
         let api = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            app: TestApp {
+                address: format!("http://127.0.0.1:{port}"),
+                client: reqwest::Client::new(),
+            },
         };
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Ok(response) = api.client.get(api.url("/healthz")).send().await
+            if let Ok(response) = api.app.client.get(api.app.url("/healthz")).send().await
                 && response.status().is_success()
             {
                 return api;
@@ -92,19 +93,6 @@ impl RunningApi {
             assert!(Instant::now() < deadline, "orders-api did not come up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/orders"))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
     }
 
     fn sigterm(&self) {
@@ -157,21 +145,23 @@ async fn exports_every_order_over(protocol: &str, transport: Transport, pool: Pg
 async fn answer_every_kind_of_request(api: &RunningApi) {
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let response = api.post(&sample_order()).await;
+        let response = api.app.post_order(&sample_order()).await;
         assert_eq!(response.status().as_u16(), 201);
         let body: Value = response.json().await.unwrap();
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
     let read = api
+        .app
         .client
-        .get(api.url(&format!("/orders/{}", ids[0])))
+        .get(api.app.url(&format!("/orders/{}", ids[0])))
         .send()
         .await
         .unwrap();
     assert_eq!(read.status().as_u16(), 200);
     assert_eq!(
-        api.client
-            .get(api.url("/readyz"))
+        api.app
+            .client
+            .get(api.app.url("/readyz"))
             .send()
             .await
             .unwrap()
@@ -180,21 +170,25 @@ async fn answer_every_kind_of_request(api: &RunningApi) {
         200
     );
     assert_error(
-        api.post(&json!({"customer_id": "", "items": []})).await,
+        api.app
+            .post_order(&json!({"customer_id": "", "items": []}))
+            .await,
         422,
         "validation_failed",
     )
     .await;
     assert_error(
-        api.post(&json!({"customer_id": "c", "items": [], "x": 1}))
+        api.app
+            .post_order(&json!({"customer_id": "c", "items": [], "x": 1}))
             .await,
         422,
         "invalid_body",
     )
     .await;
     let malformed = api
+        .app
         .client
-        .post(api.url("/orders"))
+        .post(api.app.url("/orders"))
         .header("content-type", "application/json")
         .body("{")
         .send()
@@ -202,16 +196,18 @@ async fn answer_every_kind_of_request(api: &RunningApi) {
         .unwrap();
     assert_error(malformed, 400, "malformed_json").await;
     let plain = api
+        .app
         .client
-        .post(api.url("/orders"))
+        .post(api.app.url("/orders"))
         .body(sample_order().to_string())
         .send()
         .await
         .unwrap();
     assert_error(plain, 415, "unsupported_media_type").await;
     let huge = api
+        .app
         .client
-        .post(api.url("/orders"))
+        .post(api.app.url("/orders"))
         .header("content-type", "application/json")
         .body(" ".repeat(70_000))
         .send()
@@ -219,13 +215,20 @@ async fn answer_every_kind_of_request(api: &RunningApi) {
         .unwrap();
     assert_error(huge, 413, "payload_too_large").await;
     let unknown = api
+        .app
         .client
-        .get(api.url(&format!("/orders/{}", Uuid::new_v4())))
+        .get(api.app.url(&format!("/orders/{}", Uuid::new_v4())))
         .send()
         .await
         .unwrap();
     assert_error(unknown, 404, "order_not_found").await;
-    let bad_id = api.client.get(api.url("/orders/42")).send().await.unwrap();
+    let bad_id = api
+        .app
+        .client
+        .get(api.app.url("/orders/42"))
+        .send()
+        .await
+        .unwrap();
     assert_error(bad_id, 400, "invalid_order_id").await;
 }
 
@@ -358,8 +361,9 @@ async fn sigterm_lets_an_in_flight_request_finish(pool: PgPool) {
     let (sender, chunks) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     sender.send(Ok(half.to_vec())).await.unwrap();
     let request = api
+        .app
         .client
-        .post(api.url("/orders"))
+        .post(api.app.url("/orders"))
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(
             tokio_stream::wrappers::ReceiverStream::new(chunks),
@@ -370,7 +374,10 @@ async fn sigterm_lets_an_in_flight_request_finish(pool: PgPool) {
     api.sigterm();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // No new connections once shutdown began.
-    let refused = reqwest::Client::new().get(api.url("/healthz")).send().await;
+    let refused = reqwest::Client::new()
+        .get(api.app.url("/healthz"))
+        .send()
+        .await;
     assert!(
         refused.is_err(),
         "a new connection was accepted during shutdown"
@@ -406,7 +413,7 @@ async fn sdk_disabled_exports_nothing_and_still_serves(pool: PgPool) {
     env.push(("OTEL_SDK_DISABLED", "true".to_owned()));
     let api = RunningApi::start(&env).await;
 
-    let response = api.post(&sample_order()).await;
+    let response = api.app.post_order(&sample_order()).await;
     assert_eq!(response.status().as_u16(), 201);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["trace_id"].as_str().map(str::len), Some(32), "{body}");
