@@ -101,35 +101,34 @@ async fn receive_order(state: &AppState, request: OrderRequest) -> Result<Order,
         otel.status_code = Empty,
         otel.status_description = Empty,
     );
-    async {
-        let span = tracing::Span::current();
-        let result: Result<Order, ApiError> = async {
-            let order = validate(request)?;
-            let id = Uuid::now_v7();
-            span.record("order.id", tracing::field::display(id));
-            span.record("customer.id", order.customer_id());
-            // As i64: tracing-opentelemetry records unsigned integers as strings.
-            span.record(
-                "order.item_count",
-                i64::try_from(order.items().len()).unwrap_or(i64::MAX),
-            );
-            span.record("order.total_cents", order.total_cents());
-            // The batch links to this span: store its context, not the request's.
-            let source_trace = TraceContext::of_current_span();
-            let stored =
-                store::insert_order(&state.pool, id, &order, source_trace.as_ref()).await?;
-            tracing::info!(order.id = %id, total_cents = stored.total_cents, "order received");
-            Ok(stored)
-        }
+    let result = validate_and_persist(state, request)
+        .instrument(span.clone())
         .await;
-        if let Err(error) = &result {
-            span.record("otel.status_code", "ERROR");
-            span.record("otel.status_description", error.to_string());
-        }
-        result
+    if let Err(error) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", error.to_string());
     }
-    .instrument(span)
-    .await
+    result
+}
+
+/// The body of `receive-order`, run inside that span.
+async fn validate_and_persist(state: &AppState, request: OrderRequest) -> Result<Order, ApiError> {
+    let order = validate(request)?;
+    let id = Uuid::now_v7();
+    let span = tracing::Span::current();
+    span.record("order.id", tracing::field::display(id));
+    span.record("customer.id", order.customer_id());
+    // As i64: tracing-opentelemetry records unsigned integers as strings.
+    span.record(
+        "order.item_count",
+        i64::try_from(order.items().len()).unwrap_or(i64::MAX),
+    );
+    span.record("order.total_cents", order.total_cents());
+    // The batch links to this span: store its context, not the request's.
+    let source_trace = TraceContext::of_current_span();
+    let stored = store::insert_order(&state.pool, id, &order, source_trace.as_ref()).await?;
+    tracing::info!(order.id = %id, total_cents = stored.total_cents, "order received");
+    Ok(stored)
 }
 
 /// The `validate` step, in a span of its own.
