@@ -427,30 +427,37 @@ async fn sdk_disabled_exports_nothing_and_still_serves(pool: PgPool) {
     );
 }
 
-fn run_to_exit(env: &[(&str, String)]) -> Output {
-    command(env).output().unwrap()
+/// Runs the binary until it gives up at start-up: its exit code and stderr.
+fn failed_start_up(env: &[(&str, String)]) -> (Option<i32>, String) {
+    let output: Output = command(env).output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn unreachable_database() -> (&'static str, String) {
+    (
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/orders".to_owned(),
+    )
 }
 
 #[test]
 fn missing_database_url_is_a_clear_error() {
-    let output = run_to_exit(&[]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = failed_start_up(&[]);
+    assert_ne!(code, Some(0));
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
 }
 
 #[test]
 fn unreachable_database_is_a_clear_error() {
-    let output = run_to_exit(&[
-        (
-            "DATABASE_URL",
-            "postgres://postgres@127.0.0.1:1/orders".to_owned(),
-        ),
+    let (code, stderr) = failed_start_up(&[
+        unreachable_database(),
         ("DATABASE_ACQUIRE_TIMEOUT_SECS", "1".to_owned()),
         ("OTEL_SDK_DISABLED", "true".to_owned()),
     ]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("connecting to the database (DATABASE_URL)"),
         "{stderr}"
@@ -460,14 +467,10 @@ fn unreachable_database_is_a_clear_error() {
 
 #[test]
 fn unsupported_otlp_protocol_is_a_clear_error() {
-    let output = run_to_exit(&[
-        (
-            "DATABASE_URL",
-            "postgres://postgres@127.0.0.1:1/orders".to_owned(),
-        ),
+    let (code, stderr) = failed_start_up(&[
+        unreachable_database(),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
     ]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{stderr}");
 }

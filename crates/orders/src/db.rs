@@ -20,15 +20,6 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
 }
 
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Connects to PostgreSQL and checks the connection at once, so a wrong URL or an
 /// unreachable server is reported at start-up rather than on the first request.
 pub async fn connect(database_url: &str, settings: PoolSettings) -> Result<PgPool, StoreError> {
@@ -73,8 +64,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 }
 
 /// `host:port/database` of a connection, for messages; never the password.
-#[must_use]
-pub fn describe(options: &PgConnectOptions) -> String {
+fn describe(options: &PgConnectOptions) -> String {
     format!(
         "{}:{}/{}",
         options.get_host(),

@@ -58,7 +58,7 @@ impl StoreError {
     }
 
     /// Sorts a sqlx error into [`StoreError::Unavailable`] or [`StoreError::Query`].
-    pub fn from_sqlx(action: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+    pub(crate) fn from_sqlx(action: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| {
             if is_connection_error(&source) {
                 Self::Unavailable { action, source }

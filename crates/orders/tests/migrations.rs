@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
+use std::time::Duration;
+
 use orders::db::{self, PoolSettings};
 use sqlx::PgPool;
 
@@ -10,7 +12,13 @@ async fn concurrent_start_ups_apply_migrations_once(pool: PgPool) {
     let options = (*pool.connect_options()).clone();
     let mut start_ups = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let pool = db::connect_lazy_with(options.clone(), PoolSettings::default());
+        let pool = db::connect_lazy_with(
+            options.clone(),
+            PoolSettings {
+                max_connections: 2,
+                acquire_timeout: Duration::from_secs(5),
+            },
+        );
         start_ups.spawn(async move { db::migrate(&pool).await });
     }
 

@@ -35,20 +35,6 @@ fn as_int(value: Option<&Value>) -> Option<i64> {
     }
 }
 
-fn as_bool(value: Option<&Value>) -> Option<bool> {
-    match value {
-        Some(Value::BoolValue(b)) => Some(*b),
-        _ => None,
-    }
-}
-
-fn as_double(value: Option<&Value>) -> Option<f64> {
-    match value {
-        Some(Value::DoubleValue(d)) => Some(*d),
-        _ => None,
-    }
-}
-
 /// Hex of an optional id field: `None` when empty or all zero (the OTLP
 /// encodings of "no id").
 fn optional_id(bytes: &[u8]) -> Option<String> {
@@ -132,18 +118,6 @@ impl ReceivedSpan {
     #[must_use]
     pub fn int_attribute(&self, key: &str) -> Option<i64> {
         as_int(self.attribute(key))
-    }
-
-    /// The value of span attribute `key` if it is a boolean.
-    #[must_use]
-    pub fn bool_attribute(&self, key: &str) -> Option<bool> {
-        as_bool(self.attribute(key))
-    }
-
-    /// The value of span attribute `key` if it is a double.
-    #[must_use]
-    pub fn double_attribute(&self, key: &str) -> Option<f64> {
-        as_double(self.attribute(key))
     }
 
     /// The value of resource attribute `key`, if present.

@@ -23,7 +23,8 @@ use tracing_subscriber::filter::{EnvFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub use config::{ConfigError, TelemetryConfig};
+pub use config::ConfigError;
+use config::TelemetryConfig;
 
 /// How long shutdown waits for each provider to flush.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,19 +69,14 @@ pub struct Telemetry {
 }
 
 /// Installs the global tracing subscriber, the OpenTelemetry providers and the
-/// W3C propagator, from the environment (see [`TelemetryConfig::from_env`]).
+/// W3C propagator, from the environment (see `config::TelemetryConfig`).
 ///
 /// Must run inside a tokio runtime: the gRPC exporter spawns its connection there.
 pub fn init(service: &'static str, version: &'static str) -> Result<Telemetry, TelemetryError> {
     let config = TelemetryConfig::from_env(service, version)?;
-    init_with(&config)
-}
-
-/// [`init`] with an explicit configuration.
-pub fn init_with(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     install_propagator();
 
-    let telemetry = providers::build(config)?;
+    let telemetry = providers::build(&config)?;
     opentelemetry::global::set_tracer_provider(telemetry.tracer_provider.clone());
     if let Some(meter_provider) = &telemetry.meter_provider {
         opentelemetry::global::set_meter_provider(meter_provider.clone());
