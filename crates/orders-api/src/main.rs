@@ -1,11 +1,17 @@
+use anyhow::Context;
 use clap::Parser;
 use orders_api::{Config, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let telemetry = orders_telemetry::init(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))?;
-    let outcome = server::run(config, server::shutdown_signal()).await;
+    let shutdown = orders_shutdown::on_signal().context("listening for SIGTERM and Ctrl-C")?;
+    let telemetry = orders_telemetry::init(
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        orders_telemetry::SpanVolume::SMALL,
+    )?;
+    let outcome = server::run(config, shutdown).await;
     if let Err(error) = &outcome {
         tracing::error!(error = format!("{error:#}"), "orders-api failed");
     }

@@ -7,22 +7,23 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, router};
 use crate::config::Config;
 
 /// Connects to the database, applies migrations, then serves until `shutdown`
-/// completes and in-flight requests finish (or the grace period runs out).
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let pool = orders::db::connect(&config.database_url, config.pool_settings())
-        .await
-        .context("connecting to the database (DATABASE_URL)")?;
-    orders::db::migrate(&pool)
-        .await
-        .context("preparing the database schema")?;
+/// is cancelled and in-flight requests finish (or the grace period runs out).
+/// Cancelled during start-up, it stops there.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let start_up = orders::db::connect_and_migrate(&config.database_url, config.pool_settings());
+    let pool = tokio::select! {
+        pool = start_up => pool.context("connecting to the database (DATABASE_URL) and preparing its schema")?,
+        () = shutdown.cancelled() => {
+            tracing::info!("orders-api stopped during start-up");
+            return Ok(());
+        }
+    };
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("listening on {} (LISTEN_ADDR)", config.listen_addr))?;
@@ -30,7 +31,7 @@ pub async fn run(
     serve(
         listener,
         AppState::new(pool),
-        shutdown,
+        shutdown.cancelled_owned(),
         config.shutdown_grace(),
     )
     .await?;
@@ -70,30 +71,5 @@ pub async fn serve(
             tracing::warn!(?grace, "in-flight requests did not finish in time; dropping them");
             Ok(())
         }
-    }
-}
-
-/// Completes on SIGTERM (what `docker stop` sends) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

@@ -23,8 +23,8 @@ use tracing_subscriber::filter::{EnvFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub use config::ConfigError;
 use config::TelemetryConfig;
+pub use config::{ConfigError, SpanVolume};
 
 /// How long shutdown waits for each provider to flush.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,11 +69,16 @@ pub struct Telemetry {
 }
 
 /// Installs the global tracing subscriber, the OpenTelemetry providers and the
-/// W3C propagator, from the environment (see `config::TelemetryConfig`).
+/// W3C propagator, from the environment (see `config::TelemetryConfig`), with
+/// span limits and queue sized for `volume`.
 ///
 /// Must run inside a tokio runtime: the gRPC exporter spawns its connection there.
-pub fn init(service: &'static str, version: &'static str) -> Result<Telemetry, TelemetryError> {
-    let config = TelemetryConfig::from_env(service, version)?;
+pub fn init(
+    service: &'static str,
+    version: &'static str,
+    volume: SpanVolume,
+) -> Result<Telemetry, TelemetryError> {
+    let config = TelemetryConfig::from_env(service, version, volume)?;
     install_propagator();
 
     let telemetry = providers::build(&config)?;
@@ -82,16 +87,7 @@ pub fn init(service: &'static str, version: &'static str) -> Result<Telemetry, T
         opentelemetry::global::set_meter_provider(meter_provider.clone());
     }
 
-    let not_exporter_stack = || {
-        filter_fn(|metadata| {
-            let target = metadata.target();
-            !EXPORTER_STACK_TARGETS.iter().any(|stack| {
-                target
-                    .strip_prefix(stack)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-            })
-        })
-    };
+    let not_exporter_stack = || filter_fn(|metadata| !is_exporter_stack(metadata.target()));
     let trace_layer = tracing_opentelemetry::layer()
         .with_tracer(
             telemetry
@@ -99,19 +95,49 @@ pub fn init(service: &'static str, version: &'static str) -> Result<Telemetry, T
                 .tracer(config.service_name.clone()),
         )
         .with_filter(not_exporter_stack());
-    let log_layer = telemetry.logger_provider.as_ref().map(|provider| {
+    let otlp_log_layer = telemetry.logger_provider.as_ref().map(|provider| {
         OpenTelemetryTracingBridge::new(provider).with_filter(not_exporter_stack())
     });
     let stdout_layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
 
     tracing_subscriber::registry()
-        .with(EnvFilter::new(&config.log_filter))
+        .with(log_filter(&config.log_filter))
         .with(stdout_layer)
         .with(trace_layer)
-        .with(log_layer)
+        .with(otlp_log_layer)
         .try_init()?;
     Ok(telemetry)
+}
+
+/// The product's own crates, whose spans are the point of the project.
+const PRODUCT_TARGETS: &[&str] = &["orders", "orders_api", "orders_batch"];
+
+/// `RUST_LOG` as one global filter, with the product's crates kept at `info`
+/// unless `RUST_LOG` names them: the filter applies to spans as well as to
+/// logs, and a quieter level would silently drop every span, every link and
+/// the trace contexts stored from them. (Separate per-layer filters for logs
+/// and spans would avoid this, but with tracing-subscriber 0.3 they stopped
+/// events from reaching the stdout layer.)
+fn log_filter(rust_log: &str) -> EnvFilter {
+    let named: Vec<&str> = rust_log
+        .split(',')
+        .filter_map(|directive| directive.split(['=', '[']).next())
+        .map(str::trim)
+        .collect();
+    PRODUCT_TARGETS
+        .iter()
+        .filter(|target| !named.contains(target))
+        .filter_map(|target| format!("{target}=info").parse().ok())
+        .fold(EnvFilter::new(rust_log), EnvFilter::add_directive)
+}
+
+fn is_exporter_stack(target: &str) -> bool {
+    EXPORTER_STACK_TARGETS.iter().any(|stack| {
+        target
+            .strip_prefix(stack)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 /// Installs the W3C trace-context (and baggage) propagator globally; until
@@ -154,5 +180,24 @@ impl Telemetry {
         } else {
             Err(TelemetryError::Shutdown(outcome.join("; ")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn product_crates_stay_at_info_unless_rust_log_names_them() {
+        let quiet = log_filter("warn").to_string();
+        for directive in ["orders=info", "orders_api=info", "orders_batch=info"] {
+            assert!(quiet.contains(directive), "{quiet}");
+        }
+        // Naming one crate leaves only that one to RUST_LOG, matched by whole target.
+        let named = log_filter("warn,orders_api=debug").to_string();
+        assert!(named.contains("orders_api=debug"), "{named}");
+        assert!(!named.contains("orders_api=info"), "{named}");
+        assert!(named.contains("orders=info"), "{named}");
+        assert!(named.contains("orders_batch=info"), "{named}");
     }
 }

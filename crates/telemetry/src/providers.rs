@@ -5,7 +5,7 @@ use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
 
 use crate::{Telemetry, TelemetryConfig, TelemetryError};
@@ -18,7 +18,10 @@ pub(crate) fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryErro
         // No processor: spans get ids (so stored trace contexts stay meaningful)
         // and cost nothing more; there is no meter or logger provider at all.
         return Ok(Telemetry {
-            tracer_provider: SdkTracerProvider::builder().with_resource(resource).build(),
+            tracer_provider: SdkTracerProvider::builder()
+                .with_resource(resource)
+                .with_max_links_per_span(config.max_links_per_span)
+                .build(),
             meter_provider: None,
             logger_provider: None,
         });
@@ -49,7 +52,16 @@ pub(crate) fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryErro
     Ok(Telemetry {
         tracer_provider: SdkTracerProvider::builder()
             .with_resource(resource.clone())
-            .with_batch_exporter(span_exporter)
+            .with_max_links_per_span(config.max_links_per_span)
+            .with_span_processor(
+                BatchSpanProcessor::builder(span_exporter)
+                    .with_batch_config(
+                        BatchConfigBuilder::default()
+                            .with_max_queue_size(config.span_queue_size)
+                            .build(),
+                    )
+                    .build(),
+            )
             .build(),
         meter_provider: Some(
             SdkMeterProvider::builder()

@@ -38,7 +38,8 @@ pub struct OrderResponse {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub processed_at: Option<DateTime<Utc>>,
-    /// The `process-batch` span that processed the order.
+    /// The `process-batch` span that processed the order (for a failed order,
+    /// the one that last tried it).
     pub process_batch: Option<BatchSpan>,
 }
 
