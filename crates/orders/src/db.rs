@@ -33,6 +33,16 @@ pub async fn connect(database_url: &str, settings: PoolSettings) -> Result<PgPoo
         .map_err(|source| StoreError::Connect { target, source })
 }
 
+/// What each service does at start-up: [`connect`], then [`migrate`].
+pub async fn connect_and_migrate(
+    database_url: &str,
+    settings: PoolSettings,
+) -> Result<PgPool, StoreError> {
+    let pool = connect(database_url, settings).await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
 /// A pool that opens its connections on first use: lets a service start (and
 /// report not-ready) while the database is still down.
 pub fn connect_lazy(database_url: &str, settings: PoolSettings) -> Result<PgPool, StoreError> {

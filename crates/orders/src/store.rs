@@ -141,7 +141,7 @@ impl TryFrom<OrderRow> for Order {
 
 /// A CLIENT span for one statement on the `orders` table, named as the product
 /// names its steps, with the database semantic-convention attributes.
-fn db_span(
+pub(crate) fn db_span(
     pool: &PgPool,
     name: &'static str,
     operation: &'static str,
@@ -165,7 +165,7 @@ fn db_span(
 }
 
 /// Marks a span as failed with the semantic-convention error attributes.
-fn record_error(span: &tracing::Span, error: &StoreError) {
+pub(crate) fn record_error(span: &tracing::Span, error: &StoreError) {
     span.record("otel.status_code", "ERROR");
     span.record(
         "error.type",
