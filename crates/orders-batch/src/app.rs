@@ -1,0 +1,52 @@
+//! Start-up and the two ways to run: once, or on the schedule.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::BatchMetrics;
+use crate::schedule::run_on_schedule;
+use crate::worker::Worker;
+
+/// Connects to the database, applies migrations, then runs once (`--once`) or
+/// on the schedule until `shutdown` is cancelled. Cancelled during start-up,
+/// it stops there.
+///
+/// `--once` prints a one-line summary and fails when a batch failed.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let start_up = orders::db::connect_and_migrate(&config.database_url, config.pool_settings());
+    let pool = tokio::select! {
+        pool = start_up => pool.context("connecting to the database (DATABASE_URL) and preparing its schema")?,
+        () = shutdown.cancelled() => {
+            tracing::info!("orders-batch stopped during start-up");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let metrics = BatchMetrics::new(&opentelemetry::global::meter("orders-batch"));
+    let worker = Worker::new(pool, config.batch_settings(), metrics);
+
+    if !config.once {
+        run_on_schedule(Arc::new(worker), &config.schedule, shutdown).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let announce_shutdown = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: finishing the batch in hand");
+        }
+    });
+    let summary = worker.run(&shutdown).await;
+    announce_shutdown.abort();
+    let summary = summary.context("processing pending orders")?;
+    println!("orders-batch --once: {summary}");
+    Ok(if summary.failed_batches == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

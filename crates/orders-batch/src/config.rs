@@ -1,0 +1,110 @@
+//! Configuration, from flags or the environment (the environment is what
+//! containers use; flags are handy when running by hand).
+//!
+//! The `OTEL_*` and `RUST_LOG` variables are read by `orders-telemetry`.
+
+use std::time::Duration;
+
+use orders::db::PoolSettings;
+use orders_telemetry::SpanVolume;
+
+use crate::schedule::Schedule;
+
+/// The default number of orders per `process-batch` span. Claiming and marking
+/// in chunks of 1000 runs at about 100k orders/s on a 2-vCPU PostgreSQL (ten
+/// times larger chunks are only 1.5 times faster); a span with 1000 links is
+/// about 100 KB of OTLP, far below the 4 MiB a collector accepts per gRPC
+/// message, and its list of links stays readable in a trace viewer.
+pub const DEFAULT_BATCH_MAX_SIZE: u32 = 1000;
+/// The largest `BATCH_MAX_SIZE`: 10 000 links make a span of about 1 MB.
+pub const LARGEST_BATCH_MAX_SIZE: u32 = 10_000;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "orders-batch",
+    version,
+    about = "Processes pending orders in batches traced with span links to each order's request"
+)]
+pub struct Config {
+    /// Process everything pending now, print a summary and exit (non-zero if a batch failed).
+    #[arg(long)]
+    pub once: bool,
+
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// When to run: a 6-field cron expression (second minute hour day month weekday), in UTC.
+    #[arg(long, env = "BATCH_SCHEDULE", default_value = "0 0 * * * *")]
+    pub schedule: Schedule,
+
+    /// Most orders per batch, that is per `process-batch` span and its links.
+    #[arg(long, env = "BATCH_MAX_SIZE", default_value_t = DEFAULT_BATCH_MAX_SIZE, value_parser = clap::value_parser!(u32).range(1..=i64::from(LARGEST_BATCH_MAX_SIZE)))]
+    pub batch_max_size: u32,
+
+    /// Claims of one order before a failing order is marked failed.
+    #[arg(long, env = "BATCH_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch_max_attempts: u32,
+
+    /// Seconds a claim holds: orders claimed by a worker that died go back to
+    /// the queue after this long.
+    #[arg(long, env = "BATCH_CLAIM_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub batch_claim_timeout_secs: u64,
+
+    /// Most connections in the database pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub database_pool_size: u32,
+
+    /// Seconds a query waits for a database connection before the run fails.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub database_acquire_timeout_secs: u64,
+
+    /// Seconds the batch in hand gets to finish after SIGTERM or Ctrl-C before
+    /// its orders are given back to the queue.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    #[must_use]
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.database_pool_size,
+            acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
+        }
+    }
+
+    #[must_use]
+    pub fn batch_settings(&self) -> BatchSettings {
+        BatchSettings {
+            max_size: self.batch_max_size,
+            max_attempts: self.batch_max_attempts,
+            claim_timeout: Duration::from_secs(self.batch_claim_timeout_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
+    }
+
+    /// Span limits that keep every link: a `process-batch` span carries one
+    /// link per order, and a batch ends one `reconcile` span per order plus a
+    /// few database spans at once.
+    #[must_use]
+    pub fn span_volume(&self) -> SpanVolume {
+        SpanVolume {
+            max_links_per_span: self.batch_max_size,
+            max_burst: usize::try_from(self.batch_max_size).map_or(usize::MAX, |size| size + 8),
+        }
+    }
+}
+
+/// How batches are cut and how failures are handled.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Most orders per batch.
+    pub max_size: u32,
+    /// Claims of one order before it is marked failed.
+    pub max_attempts: u32,
+    /// How long a claim holds if its worker never finishes it.
+    pub claim_timeout: Duration,
+    /// How long the batch in hand may take to finish once shutdown is asked.
+    pub shutdown_grace: Duration,
+}

@@ -1,0 +1,22 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use orders_batch::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let config = Config::parse();
+    let shutdown = orders_shutdown::on_signal().context("listening for SIGTERM and Ctrl-C")?;
+    let telemetry = orders_telemetry::init(
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        config.span_volume(),
+    )?;
+    let outcome = orders_batch::app::run(config, shutdown).await;
+    if let Err(error) = &outcome {
+        tracing::error!(error = format!("{error:#}"), "orders-batch failed");
+    }
+    telemetry.shutdown().await?;
+    outcome
+}

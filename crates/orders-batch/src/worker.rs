@@ -1,0 +1,185 @@
+//! A run: claim pending orders oldest first, one batch at a time, until none
+//! that were pending when the run started are left.
+
+use std::fmt;
+use std::time::Instant;
+
+use orders::StoreError;
+use orders::claims::{self, ClaimRequest};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BatchSettings;
+use crate::metrics::BatchMetrics;
+use crate::process_batch::BatchReport;
+
+/// Processes pending orders; one per process, shared by every run.
+#[derive(Debug)]
+pub struct Worker {
+    pub(crate) pool: PgPool,
+    pub(crate) settings: BatchSettings,
+    pub(crate) metrics: BatchMetrics,
+    /// Host and process, written to `claimed_by` with each claim.
+    id: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub processed: usize,
+    pub failed: usize,
+    pub retrying: usize,
+    pub unlinked: usize,
+    pub batches: usize,
+    /// Batches that could not be marked (their orders went back to the queue).
+    pub failed_batches: usize,
+    /// Orders whose expired claim this run put back in the queue.
+    pub requeued: usize,
+    /// Orders given back unprocessed at shutdown.
+    pub released: usize,
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "processed={} failed={} retrying={} batches={} failed_batches={} unlinked={} requeued={} released={}",
+            self.processed,
+            self.failed,
+            self.retrying,
+            self.batches,
+            self.failed_batches,
+            self.unlinked,
+            self.requeued,
+            self.released,
+        )
+    }
+}
+
+impl RunSummary {
+    fn add(&mut self, report: BatchReport) {
+        self.processed += report.processed;
+        self.failed += report.failed;
+        self.retrying += report.retrying;
+        self.unlinked += report.unlinked;
+        self.batches += 1;
+    }
+}
+
+impl Worker {
+    #[must_use]
+    pub fn new(pool: PgPool, settings: BatchSettings, metrics: BatchMetrics) -> Self {
+        Self {
+            pool,
+            settings,
+            metrics,
+            id: worker_id(),
+        }
+    }
+
+    /// Processes the orders pending when the run starts, in batches of at most
+    /// `BATCH_MAX_SIZE`, oldest first. Orders that fail are retried by a later
+    /// run, not this one.
+    ///
+    /// Once `stop` is cancelled no new batch starts; the batch in hand gets the
+    /// shutdown grace period to finish, then its orders are given back.
+    pub async fn run(&self, stop: &CancellationToken) -> Result<RunSummary, StoreError> {
+        let cutoff = claims::database_now(&self.pool).await?;
+        let max_attempts = i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX);
+        let requeued = claims::requeue_expired(&self.pool, max_attempts).await?;
+        let mut summary = RunSummary {
+            requeued: requeued.pending.len(),
+            failed: requeued.failed.len(),
+            ..RunSummary::default()
+        };
+        if !requeued.pending.is_empty() || !requeued.failed.is_empty() {
+            tracing::warn!(
+                requeued = requeued.pending.len(),
+                failed = requeued.failed.len(),
+                "claims of a worker that stopped before finishing expired: orders back in the queue"
+            );
+            self.metrics.failed(requeued.failed.len(), false);
+        }
+
+        while !stop.is_cancelled() {
+            let claimed = Instant::now();
+            let claim = claims::claim(
+                &self.pool,
+                ClaimRequest {
+                    worker: &self.id,
+                    limit: i64::from(self.settings.max_size),
+                    cutoff,
+                    lease: self.settings.claim_timeout,
+                },
+            )
+            .await?;
+            if claim.orders.is_empty() {
+                break;
+            }
+
+            let batch = self.process_batch(&claim, claimed);
+            tokio::pin!(batch);
+            let grace_expired = async {
+                stop.cancelled().await;
+                tokio::time::sleep(self.settings.shutdown_grace).await;
+            };
+            let outcome = tokio::select! {
+                outcome = &mut batch => Some(outcome),
+                () = grace_expired => None,
+            };
+            match outcome {
+                Some(Ok(report)) => summary.add(report),
+                Some(Err(error)) => {
+                    tracing::error!(error = %error, claim = %claim.token, "batch failed; giving its orders back");
+                    summary.failed_batches += 1;
+                    summary.released += self.release(&claim.token).await;
+                    if error.is_unavailable() {
+                        return Err(error);
+                    }
+                }
+                None => {
+                    tracing::warn!(
+                        grace = ?self.settings.shutdown_grace,
+                        claim = %claim.token,
+                        "shutting down: the batch in hand did not finish in time; giving its orders back"
+                    );
+                    summary.released += self.release(&claim.token).await;
+                }
+            }
+        }
+
+        if summary.batches == 0 && summary.failed_batches == 0 {
+            tracing::info!("no pending orders");
+        } else {
+            tracing::info!(%summary, "run finished");
+        }
+        Ok(summary)
+    }
+
+    /// Gives a claim's orders back; a failure is logged, as the claim then
+    /// simply expires and a later run requeues the orders.
+    async fn release(&self, token: &str) -> usize {
+        match claims::release(&self.pool, token).await {
+            Ok(released) => usize::try_from(released).unwrap_or(usize::MAX),
+            Err(error) => {
+                tracing::error!(
+                    error = %error,
+                    claim = %token,
+                    "cannot give the orders back; they return to the queue when the claim expires"
+                );
+                0
+            }
+        }
+    }
+}
+
+/// `host:pid`, so that `claimed_by` tells an operator which worker holds a claim.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}

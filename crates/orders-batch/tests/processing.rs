@@ -1,0 +1,249 @@
+//! What runs do to the orders table: every order processed exactly once, none
+//! lost when a worker dies, claims respected, shutdown honoured.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test set-up fails loudly"
+)]
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::{rows, seed_orders, settings, worker};
+use orders::claims::{self, ClaimRequest, Outcome};
+use orders::order::BatchSpan;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Claims every pending order as a worker that then dies: it never finishes.
+async fn claim_and_die(pool: &PgPool, lease: Duration) -> claims::Claim {
+    claims::claim(
+        pool,
+        ClaimRequest {
+            worker: "dead-worker:1",
+            limit: 1000,
+            cutoff: claims::database_now(pool).await.unwrap(),
+            lease,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn two_workers_running_together_process_each_order_once(pool: PgPool) {
+    const ORDERS: usize = 2000;
+    seed_orders(&pool, ORDERS).await;
+    // Each worker runs on a thread and runtime of its own, with its own pool,
+    // as a second process would. Both connect first and then start together,
+    // so neither can finish the whole table before the other begins.
+    let start_together = Arc::new(Barrier::new(2));
+    let spawn_worker = |start: Arc<Barrier>| {
+        let options = pool.connect_options().as_ref().clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let pool = PgPool::connect_with(options).await.unwrap();
+                pool.acquire().await.unwrap();
+                start.wait();
+                worker(&pool, settings(20))
+                    .run(&CancellationToken::new())
+                    .await
+                    .unwrap()
+            })
+        })
+    };
+    let first = spawn_worker(Arc::clone(&start_together));
+    let second = spawn_worker(start_together);
+    let (first, second) =
+        tokio::task::spawn_blocking(move || (first.join().unwrap(), second.join().unwrap()))
+            .await
+            .unwrap();
+
+    assert_eq!(
+        first.processed + second.processed,
+        ORDERS,
+        "{first} / {second}"
+    );
+    assert!(
+        first.processed > 0 && second.processed > 0,
+        "both workers took part: {first} / {second}"
+    );
+    let rows = rows(&pool).await;
+    assert_eq!(rows.len(), ORDERS);
+    assert!(
+        rows.iter()
+            .all(|row| row.status == "processed" && row.attempts == 1 && row.claimed_by.is_none())
+    );
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn an_order_claimed_by_a_worker_that_died_is_processed_by_the_next_run(pool: PgPool) {
+    seed_orders(&pool, 5).await;
+    let dead = claim_and_die(&pool, Duration::ZERO).await;
+    assert_eq!(dead.orders.len(), 5);
+    assert!(
+        rows(&pool)
+            .await
+            .iter()
+            .all(|row| row.status == "processing")
+    );
+
+    let summary = worker(&pool, settings(10))
+        .run(&CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!((summary.requeued, summary.processed), (5, 5));
+    for row in rows(&pool).await {
+        assert_eq!(row.status, "processed");
+        assert_eq!(
+            row.attempts, 2,
+            "the dead worker's claim counts as an attempt"
+        );
+        assert_eq!(row.last_error, None, "processing clears the error");
+    }
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn an_order_that_keeps_killing_its_worker_ends_up_failed(pool: PgPool) {
+    seed_orders(&pool, 2).await;
+    let mut settings = settings(10);
+    settings.max_attempts = 2;
+    claim_and_die(&pool, Duration::ZERO).await;
+    let requeued = claims::requeue_expired(&pool, 2).await.unwrap();
+    assert_eq!((requeued.pending.len(), requeued.failed.len()), (2, 0));
+    for row in rows(&pool).await {
+        assert_eq!((row.status.as_str(), row.claimed_by), ("pending", None));
+        assert!(
+            row.last_error
+                .unwrap()
+                .starts_with("claim by dead-worker:1/")
+        );
+    }
+    claim_and_die(&pool, Duration::ZERO).await;
+
+    let summary = worker(&pool, settings)
+        .run(&CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (summary.failed, summary.processed, summary.requeued),
+        (2, 0, 0)
+    );
+    for row in rows(&pool).await {
+        assert_eq!((row.status.as_str(), row.attempts), ("failed", 2));
+        assert!(
+            row.last_error
+                .unwrap()
+                .contains("expired before the order was finished")
+        );
+    }
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_live_claim_is_left_to_its_worker(pool: PgPool) {
+    seed_orders(&pool, 3).await;
+    let held = claim_and_die(&pool, Duration::from_mins(10)).await;
+
+    let summary = worker(&pool, settings(10))
+        .run(&CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (summary.processed, summary.batches, summary.requeued),
+        (0, 0, 0)
+    );
+    for row in rows(&pool).await {
+        assert_eq!(row.status, "processing");
+        assert_eq!(row.claimed_by.as_deref(), Some(held.token.as_str()));
+    }
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_claim_that_expired_and_was_taken_again_cannot_be_finished_twice(pool: PgPool) {
+    seed_orders(&pool, 3).await;
+    let stalled = claim_and_die(&pool, Duration::ZERO).await;
+    worker(&pool, settings(10))
+        .run(&CancellationToken::new())
+        .await
+        .unwrap();
+    let processed_by_next_run = rows(&pool).await;
+
+    // The stalled worker wakes up and tries to finish its old claim.
+    let outcomes: Vec<_> = stalled
+        .orders
+        .iter()
+        .map(|order| (order.id, Outcome::Processed))
+        .collect();
+    let late_batch = BatchSpan {
+        trace_id: "0".repeat(31) + "1",
+        span_id: "0".repeat(15) + "1",
+    };
+    let finished = claims::finish(&pool, &stalled.token, Some(&late_batch), &outcomes)
+        .await
+        .unwrap();
+
+    assert!(finished.is_empty());
+    let after = rows(&pool).await;
+    for (before, after) in processed_by_next_run.iter().zip(&after) {
+        assert_eq!(after.status, "processed");
+        assert_eq!(after.batch_span_id, before.batch_span_id);
+        assert_eq!(after.processed_at, before.processed_at);
+    }
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn released_orders_go_back_without_counting_an_attempt(pool: PgPool) {
+    seed_orders(&pool, 4).await;
+    let claim = claim_and_die(&pool, Duration::from_mins(10)).await;
+
+    let released = claims::release(&pool, &claim.token).await.unwrap();
+
+    assert_eq!(released, 4);
+    for row in rows(&pool).await {
+        assert_eq!((row.status.as_str(), row.attempts), ("pending", 0));
+        assert_eq!(row.claimed_by, None);
+    }
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_run_takes_only_orders_created_before_it_started(pool: PgPool) {
+    let before = claims::database_now(&pool).await.unwrap();
+    seed_orders(&pool, 2).await;
+
+    let claim = claims::claim(
+        &pool,
+        ClaimRequest {
+            worker: "w:1",
+            limit: 10,
+            cutoff: before,
+            lease: Duration::from_mins(1),
+        },
+    )
+    .await
+    .unwrap();
+
+    assert!(claim.orders.is_empty());
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_run_asked_to_stop_before_it_starts_claims_nothing(pool: PgPool) {
+    seed_orders(&pool, 3).await;
+    let stop = CancellationToken::new();
+    stop.cancel();
+
+    let summary = worker(&pool, settings(10)).run(&stop).await.unwrap();
+
+    assert_eq!(summary.batches, 0);
+    assert!(
+        rows(&pool)
+            .await
+            .iter()
+            .all(|row| row.status == "pending" && row.attempts == 0)
+    );
+}
