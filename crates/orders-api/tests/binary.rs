@@ -11,73 +11,33 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TestApp, assert_error, sample_order};
+use orders_test_support::{Exited, Process, WAIT, free_port, otel_env};
 use otlp_receiver::{OtlpReceiver, ReceivedSpan, Signal, Transport};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// The binary under test: the one cargo built for this test run, or another
-/// build (say, `target/release/orders-api`) named by `ORDERS_API_BIN`.
-fn binary() -> String {
-    std::env::var("ORDERS_API_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_orders-api").to_owned())
-}
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The URL of the per-test database `#[sqlx::test]` created.
-fn database_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap()
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The binary with a clean environment plus `env`.
-fn command(env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(binary());
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command
-}
-
+/// The `orders-api` binary, running and answering `/healthz`, with a client
+/// for it.
 struct RunningApi {
-    child: Child,
+    process: Process,
     app: TestApp,
 }
 
 impl RunningApi {
+    /// Starts the binary (the one cargo built for this test run, or another
+    /// build, say `target/release/orders-api`, named by `ORDERS_API_BIN`)
+    /// with `env` and a port of its own.
     async fn start(env: &[(&str, String)]) -> Self {
         let port = free_port();
         let mut env = env.to_vec();
         env.push(("LISTEN_ADDR", format!("127.0.0.1:{port}")));
-        let child = command(&env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let api = Self {
-            child,
+        let mut api = Self {
+            process: Process::orders_api(&[], &env),
             app: TestApp {
                 address: format!("http://127.0.0.1:{port}"),
                 client: reqwest::Client::new(),
@@ -90,43 +50,21 @@ impl RunningApi {
             {
                 return api;
             }
-            assert!(Instant::now() < deadline, "orders-api did not come up");
+            if !api.process.running() || Instant::now() >= deadline {
+                let exited = api.process.wait(Duration::ZERO).await;
+                panic!("orders-api did not come up\n{exited}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.sigterm();
     }
 
-    async fn wait_for_exit(mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "orders-api did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    async fn wait_for_exit(self) -> Exited {
+        self.process.wait(WAIT).await
     }
-}
-
-fn otel_env(pool: &PgPool, receiver: &OtlpReceiver, protocol: &str) -> Vec<(&'static str, String)> {
-    let endpoint = if protocol == "grpc" {
-        receiver.grpc_endpoint()
-    } else {
-        receiver.http_endpoint()
-    };
-    vec![
-        ("DATABASE_URL", database_url(pool)),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
-        ("RUST_LOG", "info".to_owned()),
-    ]
 }
 
 /// Posts orders and answers every kind of request, then stops the process and
@@ -136,7 +74,7 @@ async fn exports_every_order_over(protocol: &str, transport: Transport, pool: Pg
     let api = RunningApi::start(&otel_env(&pool, &receiver, protocol)).await;
     answer_every_kind_of_request(&api).await;
     api.sigterm();
-    assert_eq!(api.wait_for_exit().await.code(), Some(0));
+    api.wait_for_exit().await.assert_success();
     check_exported_orders(&receiver, &pool).await;
     check_exported_logs_and_metrics(&receiver, transport);
 }
@@ -391,7 +329,7 @@ async fn sigterm_lets_an_in_flight_request_finish(pool: PgPool) {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(api.wait_for_exit().await.code(), Some(0));
+    api.wait_for_exit().await.assert_success();
     let spans = receiver
         .wait_for_spans(Duration::from_secs(5), |spans| {
             spans
@@ -418,7 +356,7 @@ async fn sdk_disabled_exports_nothing_and_still_serves(pool: PgPool) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["trace_id"].as_str().map(str::len), Some(32), "{body}");
     api.sigterm();
-    assert_eq!(api.wait_for_exit().await.code(), Some(0));
+    api.wait_for_exit().await.assert_success();
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -428,12 +366,9 @@ async fn sdk_disabled_exports_nothing_and_still_serves(pool: PgPool) {
 }
 
 /// Runs the binary until it gives up at start-up: its exit code and stderr.
-fn failed_start_up(env: &[(&str, String)]) -> (Option<i32>, String) {
-    let output: Output = command(env).output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+async fn failed_start_up(env: &[(&str, String)]) -> (Option<i32>, String) {
+    let exited = Process::orders_api(&[], env).wait(WAIT).await;
+    (exited.status.code(), exited.stderr)
 }
 
 fn unreachable_database() -> (&'static str, String) {
@@ -443,20 +378,21 @@ fn unreachable_database() -> (&'static str, String) {
     )
 }
 
-#[test]
-fn missing_database_url_is_a_clear_error() {
-    let (code, stderr) = failed_start_up(&[]);
+#[tokio::test]
+async fn missing_database_url_is_a_clear_error() {
+    let (code, stderr) = failed_start_up(&[]).await;
     assert_ne!(code, Some(0));
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
 }
 
-#[test]
-fn unreachable_database_is_a_clear_error() {
+#[tokio::test]
+async fn unreachable_database_is_a_clear_error() {
     let (code, stderr) = failed_start_up(&[
         unreachable_database(),
         ("DATABASE_ACQUIRE_TIMEOUT_SECS", "1".to_owned()),
         ("OTEL_SDK_DISABLED", "true".to_owned()),
-    ]);
+    ])
+    .await;
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("connecting to the database (DATABASE_URL)"),
@@ -465,12 +401,13 @@ fn unreachable_database_is_a_clear_error() {
     assert!(stderr.contains("127.0.0.1:1/orders"), "{stderr}");
 }
 
-#[test]
-fn unsupported_otlp_protocol_is_a_clear_error() {
+#[tokio::test]
+async fn unsupported_otlp_protocol_is_a_clear_error() {
     let (code, stderr) = failed_start_up(&[
         unreachable_database(),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
-    ]);
+    ])
+    .await;
     assert_eq!(code, Some(1));
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{stderr}");
 }

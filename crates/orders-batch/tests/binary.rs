@@ -15,9 +15,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{
-    Process, Row, WAIT, bulk_seed, check_process_batch_span, check_reconcile_spans, count,
-    count_status, named, otel_env, rows, run_once, seed_orders, stored_targets, wait_until,
+    OnceSummary as _, Row, bulk_seed, check_process_batch_span, check_reconcile_spans, count,
+    count_status, named, rows, run_once, seed_orders, stored_targets,
 };
+use orders_test_support::{Exited, Process, WAIT, otel_env, wait_until};
 use otlp_receiver::opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use sqlx::PgPool;
@@ -581,7 +582,7 @@ async fn sigterm_during_a_scheduled_run_finishes_the_batch_and_exits_zero(pool: 
 }
 
 /// Runs the binary until it gives up at start-up.
-async fn refused(env: &[(&str, String)]) -> common::Exited {
+async fn refused(env: &[(&str, String)]) -> Exited {
     Process::orders_batch(&["--once"], env).wait(WAIT).await
 }
 

@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    Process, WAIT, check_process_batch_span, check_reconcile_spans, free_port, named,
-    orders_api_binary, otel_env, stored_targets,
+    OnceSummary as _, check_process_batch_span, check_reconcile_spans, named, stored_targets,
 };
+use orders_test_support::{Process, WAIT, free_port, orders_api_binary, otel_env};
 use otlp_receiver::OtlpReceiver;
 use serde_json::{Value, json};
 use sqlx::PgPool;

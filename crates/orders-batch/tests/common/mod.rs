@@ -1,15 +1,22 @@
 //! What the integration tests share: orders seeded through the real store,
-//! with receive-order trace contexts, and the rows as the batch left them.
+//! with receive-order trace contexts, the rows as the batch left them, and
+//! what runs of the binary report and export. Running the binaries is
+//! `orders_test_support`'s.
 
 #![allow(dead_code, reason = "each test crate uses a different part")]
 #![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use orders::order::OrderRequest;
 use orders::{JsonObject, TraceContext, store};
 use orders_batch::{BatchMetrics, BatchSettings, Worker};
+use orders_test_support::{Exited, Process, WAIT};
+use otlp_receiver::opentelemetry_proto::tonic::common::v1::any_value::Value as ProtoValue;
+use otlp_receiver::opentelemetry_proto::tonic::trace::v1::span::Link;
+use otlp_receiver::{ReceivedSpan, hex};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -114,325 +121,8 @@ pub fn worker(pool: &PgPool, settings: BatchSettings) -> Worker {
     )
 }
 
-// Running the binaries: the processes, their output, and what they exported.
-
-use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fmt;
-use std::os::unix::process::ExitStatusExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::thread::JoinHandle;
-use std::time::Instant;
-
-use otlp_receiver::opentelemetry_proto::tonic::common::v1::any_value::Value as ProtoValue;
-use otlp_receiver::opentelemetry_proto::tonic::trace::v1::span::Link;
-use otlp_receiver::{OtlpReceiver, ReceivedSpan, hex};
-
-/// How long a process may take to do what a test waits for.
-pub const WAIT: Duration = Duration::from_secs(30);
-
-/// The `orders-batch` binary under test: the one cargo built for this test
-/// run, or another build (say, `target/release/orders-batch`) named by
-/// `ORDERS_BATCH_BIN`.
-pub fn orders_batch_binary() -> String {
-    std::env::var("ORDERS_BATCH_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_orders-batch").to_owned())
-}
-
-/// The `orders-api` binary: `ORDERS_API_BIN`, else the one in this test's
-/// target profile directory (`target/<profile>/orders-api`), built first with
-/// `cargo build -p orders-api` when it is missing or older than its sources
-/// (`cargo test -p orders-batch` alone does not build it). An up-to-date
-/// binary is used as it is: building it again under another feature set
-/// would make cargo rebuild the shared dependencies on every alternation.
-pub fn orders_api_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if let Ok(binary) = std::env::var("ORDERS_API_BIN") {
-                return PathBuf::from(binary);
-            }
-            // target/<profile>/deps/<test executable>
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-            let binary = profile_dir.join("orders-api");
-            if !up_to_date(&binary) {
-                build_orders_api(&profile_dir);
-            }
-            assert!(
-                binary.exists(),
-                "{} does not exist after building it; set ORDERS_API_BIN",
-                binary.display()
-            );
-            binary
-        })
-        .clone()
-}
-
-/// Whether `binary` exists and is newer than every source it is built from.
-fn up_to_date(binary: &Path) -> bool {
-    let Ok(built) = std::fs::metadata(binary).and_then(|metadata| metadata.modified()) else {
-        return false;
-    };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    // What cargo rebuilds the binary for when it changes: files elsewhere
-    // (a README, another crate's dependencies) would make this build again
-    // on every run, for nothing.
-    let sources = [
-        "migrations",
-        "crates/orders-api/src",
-        "crates/orders/src",
-        "crates/orders/build.rs",
-        "crates/telemetry/src",
-        "crates/shutdown/src",
-    ];
-    sources
-        .iter()
-        .all(|source| newest_change(&workspace.join(source)).is_none_or(|changed| changed <= built))
-}
-
-/// The latest modification time of `path` or anything below it (hidden files
-/// excepted).
-fn newest_change(path: &Path) -> Option<std::time::SystemTime> {
-    let metadata = std::fs::metadata(path).ok()?;
-    if !metadata.is_dir() {
-        return metadata.modified().ok();
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            !name.starts_with('.')
-        })
-        .filter_map(|entry| newest_change(&entry.path()))
-        .max()
-}
-
-fn build_orders_api(profile_dir: &Path) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-p", "orders-api", "--bin", "orders-api"]);
-    match profile_dir.file_name().and_then(OsStr::to_str) {
-        Some("debug") | None => {}
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some(profile) => {
-            build.args(["--profile", profile]);
-        }
-    }
-    let output = build
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "cargo build -p orders-api failed ({}); set ORDERS_API_BIN to use a built binary\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The URL of the per-test database `#[sqlx::test]` created.
-pub fn database_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap()
-    )
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The database and OTLP export to `receiver` over `protocol` (`grpc` or
-/// `http/protobuf`), spans sent 100 ms after they end.
-pub fn otel_env(
-    pool: &PgPool,
-    receiver: &OtlpReceiver,
-    protocol: &str,
-) -> Vec<(&'static str, String)> {
-    let endpoint = if protocol == "grpc" {
-        receiver.grpc_endpoint()
-    } else {
-        receiver.http_endpoint()
-    };
-    vec![
-        ("DATABASE_URL", database_url(pool)),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "1000".to_owned()),
-        ("RUST_LOG", "info".to_owned()),
-    ]
-}
-
-/// `program` with a clean environment (nothing inherited, no `OTEL_*`) plus `env`.
-pub fn command(program: impl AsRef<OsStr>, env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(program);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command
-}
-
-/// A running process whose stdout and stderr are read as they come (a full
-/// pipe would stall it). Killed if dropped while still running.
-#[derive(Debug)]
-pub struct Process {
-    name: String,
-    child: Child,
-    started: Instant,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-/// A process that ended: how, after how long, and what it wrote.
-#[derive(Debug)]
-pub struct Exited {
-    pub name: String,
-    pub status: ExitStatus,
-    /// From start to exit, as seen by polling every 20 ms.
-    pub ran_for: Duration,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-impl Process {
-    pub fn spawn(program: impl AsRef<OsStr>, args: &[&str], env: &[(&str, String)]) -> Self {
-        let name = format!(
-            "{} {}",
-            Path::new(program.as_ref())
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy(),
-            args.join(" ")
-        );
-        let mut child = command(program, env)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        let stdout = child.stdout.take().map(read_all);
-        let stderr = child.stderr.take().map(read_all);
-        Self {
-            name,
-            child,
-            started: Instant::now(),
-            stdout,
-            stderr,
-        }
-    }
-
-    /// `orders-batch` with `args`.
-    pub fn orders_batch(args: &[&str], env: &[(&str, String)]) -> Self {
-        Self::spawn(orders_batch_binary(), args, env)
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends SIGTERM.
-    pub fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM {} failed", self.child.id());
-    }
-
-    /// Sends SIGKILL.
-    pub fn sigkill(&mut self) {
-        self.child.kill().unwrap();
-    }
-
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits (without blocking the runtime) for the process to exit; kills it
-    /// and fails if it takes longer than `timeout`.
-    pub async fn wait(mut self, timeout: Duration) -> Exited {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let status = self.child.wait().unwrap();
-                let exited = self.collect(status);
-                panic!("{} did not exit within {timeout:?}\n{exited}", exited.name);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        self.collect(status)
-    }
-
-    fn collect(&mut self, status: ExitStatus) -> Exited {
-        let ran_for = self.started.elapsed();
-        let join = |handle: Option<JoinHandle<String>>| {
-            handle.map(|h| h.join().unwrap()).unwrap_or_default()
-        };
-        Exited {
-            name: self.name.clone(),
-            status,
-            ran_for,
-            stdout: join(self.stdout.take()),
-            stderr: join(self.stderr.take()),
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The last few lines of some output, for failure messages.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-impl fmt::Display for Exited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}: {} after {:?}", self.name, self.status, self.ran_for)?;
-        writeln!(f, "--- stdout (tail) ---\n{}", tail(&self.stdout, 30))?;
-        write!(f, "--- stderr (tail) ---\n{}", tail(&self.stderr, 30))
-    }
-}
+// Running the binary (the processes themselves are `orders_test_support`'s):
+// the `--once` summary, and what the processes exported.
 
 /// The `--once` summary line, parsed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -449,21 +139,14 @@ pub struct Summary {
 
 const SUMMARY_PREFIX: &str = "orders-batch --once: ";
 
-impl Exited {
-    /// The exit code; fails (with the output) when the process died of a signal.
-    pub fn code(&self) -> i32 {
-        self.status
-            .code()
-            .unwrap_or_else(|| panic!("killed by signal {:?}\n{self}", self.status.signal()))
-    }
-
-    /// Asserts the process exited 0.
-    pub fn assert_success(&self) {
-        assert_eq!(self.status.code(), Some(0), "{self}");
-    }
-
+/// The `--once` summary of a finished `orders-batch` process.
+pub trait OnceSummary {
     /// The one summary line on stdout, parsed; fails unless there is exactly one.
-    pub fn summary(&self) -> Summary {
+    fn summary(&self) -> Summary;
+}
+
+impl OnceSummary for Exited {
+    fn summary(&self) -> Summary {
         let lines: Vec<&str> = self
             .stdout
             .lines()
@@ -501,19 +184,6 @@ impl Exited {
 /// Runs `orders-batch --once` to completion.
 pub async fn run_once(env: &[(&str, String)]) -> Exited {
     Process::orders_batch(&["--once"], env).wait(WAIT).await
-}
-
-/// Polls `check` every 20 ms until it holds; fails naming `what` after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The number a `SELECT count(*) …` query returns.
