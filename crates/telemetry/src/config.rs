@@ -15,6 +15,34 @@ const PROTOCOL_VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
 ];
 
+/// Every environment variable a service's telemetry honours: the ones this
+/// crate reads and the ones the OpenTelemetry SDK and the OTLP exporters read
+/// themselves. This is the documented surface (README, "Configuration"); the
+/// deployment tests hold docker-compose.yml to it.
+pub const ENVIRONMENT_VARIABLES: &[&str] = &[
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "RUST_LOG",
+];
+
 /// A telemetry variable holds a value this build cannot honour.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}={value:?} is not supported: expected {expected}")]

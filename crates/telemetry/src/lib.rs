@@ -24,7 +24,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use config::TelemetryConfig;
-pub use config::{ConfigError, SpanVolume};
+pub use config::{ConfigError, ENVIRONMENT_VARIABLES, SpanVolume};
 
 /// How long shutdown waits for each provider to flush.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
