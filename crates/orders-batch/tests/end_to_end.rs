@@ -1,6 +1,9 @@
-//! The whole flow with both real binaries: orders posted over HTTP to
-//! `orders-api`, processed by two `orders-batch --once` processes side by
-//! side, and the traces both export, read back from a real OTLP receiver.
+//! The whole flow with both release binaries, started as docker-compose.yml
+//! starts them: the environment compose gives each service, with the compose
+//! network's addresses swapped for where the same things listen here (the
+//! test's own database, an OTLP receiver in place of the collector). Orders
+//! are posted over HTTP to `orders-api`, processed by `orders-batch`, and the
+//! traces both export are read back from the receiver.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,13 +14,19 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{
-    OnceSummary as _, check_process_batch_span, check_reconcile_spans, named, stored_targets,
+    OnceSummary as _, check_process_batch_span, check_reconcile_spans, count_status, named,
+    stored_targets,
 };
-use orders_test_support::{Process, WAIT, free_port, orders_api_binary, otel_env};
+use orders_deployment::compose::Project;
+use orders_deployment::repository_root;
+use orders_test_support::{Process, WAIT, database_url, free_port, release_binaries, wait_until};
 use otlp_receiver::OtlpReceiver;
+use otlp_receiver::ReceivedSpan;
+use otlp_receiver::opentelemetry_proto::tonic::common::v1::any_value::Value as ProtoValue;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -28,6 +37,105 @@ const CALLER_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 const CALLER_TRACE_STATE: &str = "caller=e2e";
 
+/// What the test runs in place of the compose network.
+struct Natively<'a> {
+    pool: &'a PgPool,
+    receiver: &'a OtlpReceiver,
+    api_port: u16,
+}
+
+impl Natively<'_> {
+    /// The environment docker-compose.yml gives `service` when `shell`
+    /// variables are set (on top of the project's `.env`), as it runs here:
+    /// `postgres`'s database is the test's own, `otel-collector:4317` the
+    /// receiver, and orders-api listens on a port of its own.
+    fn environment(&self, service: &str, shell: &[(&str, &str)]) -> Environment {
+        let project = Project::as_compose_loads_it(shell).unwrap();
+        let receiver = self.receiver.grpc_addr().to_string();
+        let api = format!("127.0.0.1:{}", self.api_port);
+        let mut environment = project
+            .service(service)
+            .unwrap()
+            .environment_with_addresses(&[
+                ("otel-collector:4317", &receiver),
+                ("0.0.0.0:3000", &api),
+            ]);
+        for (name, value) in &mut environment {
+            if name == "DATABASE_URL" {
+                assert!(value.contains("@postgres:5432/"), "{name}={value}");
+                *value = database_url(self.pool);
+            }
+            // Nothing may still point into the compose network.
+            for host in project.services.keys() {
+                assert!(
+                    !names_address_of(value, host),
+                    "{service}: {name}={value} names compose service {host}"
+                );
+            }
+        }
+        Environment(environment)
+    }
+
+    /// The release orders-api, started as `docker compose up` starts it.
+    async fn start_api(&self) -> Api {
+        let (api_binary, _) = release_binaries();
+        Api::start(
+            &api_binary,
+            &self.environment("orders-api", &[]),
+            self.api_port,
+        )
+        .await
+    }
+
+    /// The release orders-batch with `args`, started as compose starts it
+    /// when `shell` variables are set.
+    fn start_batch(&self, args: &[&str], shell: &[(&str, &str)]) -> Process {
+        let (_, batch_binary) = release_binaries();
+        Process::spawn(
+            batch_binary,
+            args,
+            &self.environment("orders-batch", shell).pairs(),
+        )
+    }
+}
+
+/// Whether `value` holds `host:<port>` as an address: at the start, or after
+/// `//` or `@`.
+fn names_address_of(value: &str, host: &str) -> bool {
+    value.match_indices(&format!("{host}:")).any(|(at, found)| {
+        let before = value[..at].chars().next_back();
+        let after = value[at + found.len()..].chars().next();
+        matches!(before, None | Some('/' | '@')) && after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// A service's environment, as compose would give it.
+struct Environment(Vec<(String, String)>);
+
+impl Environment {
+    /// The pairs, the way [`Process::spawn`] takes them.
+    fn pairs(&self) -> Vec<(&str, String)> {
+        self.0
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.clone()))
+            .collect()
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+fn resource_string(span: &ReceivedSpan, key: &str) -> Option<String> {
+    match span.resource_attribute(key) {
+        Some(ProtoValue::StringValue(value)) => Some(value.clone()),
+        _ => None,
+    }
+}
+
 /// orders-api, running, with a client for it.
 struct Api {
     process: Process,
@@ -36,18 +144,15 @@ struct Api {
 }
 
 impl Api {
-    async fn start(env: &[(&'static str, String)]) -> Self {
-        let port = free_port();
-        let mut env = env.to_vec();
-        env.push(("LISTEN_ADDR", format!("127.0.0.1:{port}")));
+    async fn start(binary: &PathBuf, env: &Environment, port: u16) -> Self {
         let mut api = Self {
-            process: Process::spawn(orders_api_binary(), &[], &env),
+            process: Process::spawn(binary, &[], &env.pairs()),
             address: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),
         };
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Ok(response) = api.client.get(api.url("/healthz")).send().await
+            if let Ok(response) = api.client.get(api.url("/readyz")).send().await
                 && response.status().is_success()
             {
                 return api;
@@ -100,8 +205,12 @@ impl Api {
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests(pool: PgPool) {
     let receiver = OtlpReceiver::start().await.unwrap();
-    let env = otel_env(&pool, &receiver, "grpc");
-    let api = Api::start(&env).await;
+    let natively = Natively {
+        pool: &pool,
+        receiver: &receiver,
+        api_port: free_port(),
+    };
+    let api = natively.start_api().await;
 
     // Orders, some sent within a caller's trace.
     let mut posted: HashMap<String, Value> = HashMap::new();
@@ -111,11 +220,13 @@ async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests
     }
     assert_eq!(posted.len(), ORDERS);
 
-    // Two batch processes at once, in batches of 8, then a third finding nothing.
-    let mut batch_env = env.clone();
-    batch_env.push(("BATCH_MAX_SIZE", "8".to_owned()));
-    let first = Process::orders_batch(&["--once"], &batch_env);
-    let second = Process::orders_batch(&["--once"], &batch_env);
+    // Two `docker compose run --rm orders-batch --once` at once, with
+    // BATCH_MAX_SIZE=8 set in the shell, then a third finding nothing.
+    let shell = [("BATCH_MAX_SIZE", "8")];
+    let batch_env = natively.environment("orders-batch", &shell);
+    assert_eq!(batch_env.get("BATCH_MAX_SIZE"), Some("8"));
+    let first = natively.start_batch(&["--once"], &shell);
+    let second = natively.start_batch(&["--once"], &shell);
     let (first, second) = (first.wait(WAIT).await, second.wait(WAIT).await);
     first.assert_success();
     second.assert_success();
@@ -125,9 +236,7 @@ async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests
     assert_eq!(a.unlinked + b.unlinked, 0);
     let batch_count = a.batches + b.batches;
     assert!(batch_count >= ORDERS.div_ceil(8), "{a:?} {b:?}");
-    let third = Process::orders_batch(&["--once"], &batch_env)
-        .wait(WAIT)
-        .await;
+    let third = natively.start_batch(&["--once"], &shell).wait(WAIT).await;
     third.assert_success();
     let nothing = third.summary();
     assert_eq!((nothing.processed, nothing.batches), (0, 0), "{third}");
@@ -144,7 +253,13 @@ async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests
     let receive_orders: HashMap<String, (String, String)> = named(&spans, "receive-order")
         .into_iter()
         .map(|span| {
+            // Named and placed by compose's OTEL_SERVICE_NAME and
+            // OTEL_RESOURCE_ATTRIBUTES.
             assert_eq!(span.service_name, "orders-api");
+            assert_eq!(
+                resource_string(span, "deployment.environment.name").as_deref(),
+                Some("compose")
+            );
             (
                 span.str_attribute("order.id").unwrap().to_owned(),
                 (span.trace_id(), span.span_id()),
@@ -225,4 +340,73 @@ async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests
     api.process.sigterm();
     let api = api.process.wait(WAIT).await;
     api.assert_success();
+}
+
+/// The demo of the README: orders-api and the scheduled orders-batch as
+/// `docker compose up` starts them, the schedule shortened through
+/// `BATCH_SCHEDULE` in the shell, and `scripts/post-orders.sh` posting orders.
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn the_demo_script_and_a_short_schedule_get_orders_processed(pool: PgPool) {
+    const POSTED: usize = 12;
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let natively = Natively {
+        pool: &pool,
+        receiver: &receiver,
+        api_port: free_port(),
+    };
+    let api = natively.start_api().await;
+
+    let script = repository_root().join("scripts/post-orders.sh");
+    let posted = Process::spawn(
+        &script,
+        &[&POSTED.to_string()],
+        &[("ORDERS_API_URL", api.address.clone())],
+    )
+    .wait(WAIT)
+    .await;
+    posted.assert_success();
+    let orders: Vec<Value> = posted
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(orders.len(), POSTED, "{posted}");
+    assert!(orders.iter().all(|order| order["status"] == "pending"));
+    assert_eq!(count_status(&pool, "pending").await, POSTED);
+
+    // Hourly unless the shell says otherwise.
+    let hourly = natively.environment("orders-batch", &[]);
+    assert_eq!(hourly.get("BATCH_SCHEDULE"), Some("0 0 * * * *"));
+    let scheduled = natively.start_batch(&[], &[("BATCH_SCHEDULE", "* * * * * *")]);
+    wait_until(WAIT, "the posted orders processed on a tick", || async {
+        count_status(&pool, "processed").await == POSTED
+    })
+    .await;
+    scheduled.sigterm();
+    let scheduled = scheduled.wait(WAIT).await;
+    scheduled.assert_success();
+
+    let spans = receiver
+        .wait_for_spans(WAIT, |spans| {
+            named(spans, "receive-order").len() >= POSTED
+                && named(spans, "process-batch")
+                    .iter()
+                    .map(|batch| batch.links().len())
+                    .sum::<usize>()
+                    >= POSTED
+        })
+        .await;
+    let stored = stored_targets(&pool).await;
+    let mut linked = 0;
+    for batch in named(&spans, "process-batch") {
+        assert_eq!(batch.service_name, "orders-batch");
+        for (order, target) in check_process_batch_span(batch) {
+            assert_eq!(stored.get(&order), Some(&target), "link for order {order}");
+            linked += 1;
+        }
+    }
+    assert_eq!(linked, POSTED, "each posted order linked once");
+
+    api.process.sigterm();
+    api.process.wait(WAIT).await.assert_success();
 }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 /// `target/release/orders-api`), else the one cargo built for this test run
 /// when these are the tests of its own package, else the one in this test's
 /// target profile directory (`target/<profile>/orders-api`), built first with
-/// `cargo build -p orders-api` when it is missing or older than its sources
+/// `cargo build` (with orders-batch) when it is missing or older than its sources
 /// (`cargo test -p orders-batch` alone does not build it).
 ///
 /// An up-to-date binary is used as it is: building it again under another
@@ -27,7 +27,7 @@ pub fn orders_api_binary() -> PathBuf {
 /// `target/release/orders-batch`), else the one cargo built for this test run
 /// when these are the tests of its own package, else the one in this test's
 /// target profile directory (`target/<profile>/orders-batch`), built first
-/// with `cargo build -p orders-batch` when it is missing or older than its
+/// with `cargo build` (with orders-api) when it is missing or older than its
 /// sources. Used as it is when up to date, as [`orders_api_binary`] is.
 #[must_use]
 pub fn orders_batch_binary() -> PathBuf {
@@ -36,23 +36,54 @@ pub fn orders_batch_binary() -> PathBuf {
         .clone()
 }
 
+/// The release builds of `orders-api` and `orders-batch`, the builds the
+/// Dockerfile ships: the ones `ORDERS_API_BIN` and `ORDERS_BATCH_BIN` name,
+/// else `target/release/<name>`, built first with `cargo build --release`
+/// when missing or older than their sources. For the end-to-end test, so
+/// that what runs in a container is what the test ran.
+#[must_use]
+pub fn release_binaries() -> (PathBuf, PathBuf) {
+    static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PATHS
+        .get_or_init(|| {
+            let release = profile_dir().with_file_name("release");
+            (
+                locate_in("orders-api", "ORDERS_API_BIN", &release),
+                locate_in("orders-batch", "ORDERS_BATCH_BIN", &release),
+            )
+        })
+        .clone()
+}
+
 /// The binary `name`, built by the package of the same name in
 /// `crates/<name>`, unless `override_var` names another build.
 fn locate(name: &str, override_var: &str) -> PathBuf {
+    if std::env::var_os(override_var).is_none()
+        && let Some(binary) = std::env::var_os(format!("CARGO_BIN_EXE_{name}"))
+    {
+        // Set by cargo when it runs the tests of the binary's own package.
+        return PathBuf::from(binary);
+    }
+    locate_in(name, override_var, &profile_dir())
+}
+
+/// This test's profile directory: `target/<profile>` of
+/// `target/<profile>/deps/<test executable>`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|error| panic!("where is this test executable? {error}"));
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()))
+        .to_owned()
+}
+
+/// The binary `name` in `profile_dir`, built first when missing or stale,
+/// unless `override_var` names another build.
+fn locate_in(name: &str, override_var: &str, profile_dir: &Path) -> PathBuf {
     if let Some(binary) = std::env::var_os(override_var) {
         return PathBuf::from(binary);
     }
-    // Set by cargo when it runs the tests of the binary's own package.
-    if let Some(binary) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
-        return PathBuf::from(binary);
-    }
-    // target/<profile>/deps/<test executable>
-    let exe = std::env::current_exe()
-        .unwrap_or_else(|error| panic!("where is this test executable? {error}"));
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()));
     let binary = profile_dir.join(name);
     if !up_to_date(name, &binary) {
         build(name, profile_dir, override_var);
@@ -108,11 +139,19 @@ fn newest_change(path: &Path) -> Option<SystemTime> {
         .max()
 }
 
-/// `cargo build -p <name> --bin <name>` in the profile of `profile_dir`.
+/// Both service binaries, `name` among them, built in the profile of
+/// `profile_dir`: in one cargo run, so that either is built with the same
+/// dependency features and a later build of the other reuses them.
 fn build(name: &str, profile_dir: &Path, override_var: &str) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "-p", name, "--bin", name]);
+    build.args([
+        "build",
+        "--package",
+        "orders-api",
+        "--package",
+        "orders-batch",
+    ]);
     match profile_dir.file_name().and_then(OsStr::to_str) {
         Some("debug") | None => {}
         Some("release") => {
@@ -125,10 +164,10 @@ fn build(name: &str, profile_dir: &Path, override_var: &str) {
     let output = build
         .current_dir(workspace())
         .output()
-        .unwrap_or_else(|error| panic!("cannot run cargo build -p {name}: {error}"));
+        .unwrap_or_else(|error| panic!("cannot run cargo build for {name}: {error}"));
     assert!(
         output.status.success(),
-        "cargo build -p {name} failed ({}); set {override_var} to use a built binary\n{}",
+        "cargo build for {name} failed ({}); set {override_var} to use a built binary\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );

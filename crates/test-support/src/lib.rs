@@ -13,7 +13,7 @@ mod env;
 mod process;
 mod wait;
 
-pub use binaries::{orders_api_binary, orders_batch_binary};
+pub use binaries::{orders_api_binary, orders_batch_binary, release_binaries};
 pub use env::{database_url, free_port, otel_env};
 pub use process::{Exited, Process};
 pub use wait::{WAIT, wait_until};
