@@ -39,7 +39,8 @@ FROM runtime AS orders-api
 COPY --from=builder /build/target/release/orders-api /usr/local/bin/orders-api
 ENV LISTEN_ADDR=0.0.0.0:3000
 EXPOSE 3000
-# Ready means the database answers, not only that the port is open.
+# Ready means the database answers, not only that the port is open. The port
+# is LISTEN_ADDR's: change both together.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["curl", "--fail", "--silent", "--show-error", "--output", "/dev/null", "http://127.0.0.1:3000/readyz"]
 ENTRYPOINT ["/usr/local/bin/orders-api"]

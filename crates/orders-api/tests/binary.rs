@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{TestApp, assert_error, sample_order};
 use orders_test_support::{Exited, Process, WAIT, free_port, otel_env};
@@ -36,26 +36,14 @@ impl RunningApi {
         let port = free_port();
         let mut env = env.to_vec();
         env.push(("LISTEN_ADDR", format!("127.0.0.1:{port}")));
-        let mut api = Self {
-            process: Process::orders_api(&[], &env),
-            app: TestApp {
-                address: format!("http://127.0.0.1:{port}"),
-                client: reqwest::Client::new(),
-            },
+        let app = TestApp {
+            address: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
         };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(response) = api.app.client.get(api.app.url("/healthz")).send().await
-                && response.status().is_success()
-            {
-                return api;
-            }
-            if !api.process.running() || Instant::now() >= deadline {
-                let exited = api.process.wait(Duration::ZERO).await;
-                panic!("orders-api did not come up\n{exited}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let process = Process::orders_api(&[], &env)
+            .serving(&app.url("/healthz"))
+            .await;
+        Self { process, app }
     }
 
     fn sigterm(&self) {

@@ -15,7 +15,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use common::{
     OnceSummary as _, check_process_batch_span, check_reconcile_spans, count_status, named,
@@ -44,7 +43,15 @@ struct Natively<'a> {
     api_port: u16,
 }
 
-impl Natively<'_> {
+impl<'a> Natively<'a> {
+    fn new(pool: &'a PgPool, receiver: &'a OtlpReceiver) -> Self {
+        Self {
+            pool,
+            receiver,
+            api_port: free_port(),
+        }
+    }
+
     /// The environment docker-compose.yml gives `service` when `shell`
     /// variables are set (on top of the project's `.env`), as it runs here:
     /// `postgres`'s database is the test's own, `otel-collector:4317` the
@@ -145,23 +152,14 @@ struct Api {
 
 impl Api {
     async fn start(binary: &PathBuf, env: &Environment, port: u16) -> Self {
-        let mut api = Self {
-            process: Process::spawn(binary, &[], &env.pairs()),
-            address: format!("http://127.0.0.1:{port}"),
+        let address = format!("http://127.0.0.1:{port}");
+        let process = Process::spawn(binary, &[], &env.pairs())
+            .serving(&format!("{address}/readyz"))
+            .await;
+        Self {
+            process,
+            address,
             client: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(response) = api.client.get(api.url("/readyz")).send().await
-                && response.status().is_success()
-            {
-                return api;
-            }
-            if !api.process.running() || Instant::now() >= deadline {
-                let exited = api.process.wait(Duration::ZERO).await;
-                panic!("orders-api did not come up\n{exited}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -205,11 +203,7 @@ impl Api {
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests(pool: PgPool) {
     let receiver = OtlpReceiver::start().await.unwrap();
-    let natively = Natively {
-        pool: &pool,
-        receiver: &receiver,
-        api_port: free_port(),
-    };
+    let natively = Natively::new(&pool, &receiver);
     let api = natively.start_api().await;
 
     // Orders, some sent within a caller's trace.
@@ -349,11 +343,7 @@ async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests
 async fn the_demo_script_and_a_short_schedule_get_orders_processed(pool: PgPool) {
     const POSTED: usize = 12;
     let receiver = OtlpReceiver::start().await.unwrap();
-    let natively = Natively {
-        pool: &pool,
-        receiver: &receiver,
-        api_port: free_port(),
-    };
+    let natively = Natively::new(&pool, &receiver);
     let api = natively.start_api().await;
 
     let script = repository_root().join("scripts/post-orders.sh");

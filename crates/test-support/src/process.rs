@@ -105,6 +105,26 @@ impl Process {
         self.try_wait().is_none()
     }
 
+    /// Waits until `url` answers with a 2xx status, as a server that is up
+    /// does; fails, showing the output, if the process exits first or
+    /// [`WAIT`](crate::WAIT) passes.
+    pub async fn serving(mut self, url: &str) -> Self {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + crate::WAIT;
+        loop {
+            if let Ok(response) = client.get(url).send().await
+                && response.status().is_success()
+            {
+                return self;
+            }
+            if !self.running() || Instant::now() >= deadline {
+                let exited = self.wait(Duration::ZERO).await;
+                panic!("{url} did not answer\n{exited}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (without blocking the runtime) for the process to exit; kills it
     /// and fails, showing its output, if it takes longer than `timeout`.
     pub async fn wait(mut self, timeout: Duration) -> Exited {
