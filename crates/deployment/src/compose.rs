@@ -234,10 +234,11 @@ impl Service {
     }
 }
 
-fn sequence(value: Option<&Value>) -> Vec<Value> {
+/// The items of a YAML sequence; none for anything else.
+fn sequence(value: Option<&Value>) -> &[Value] {
     match value {
-        Some(Value::Sequence(items)) => items.clone(),
-        _ => Vec::new(),
+        Some(Value::Sequence(items)) => items,
+        _ => &[],
     }
 }
 

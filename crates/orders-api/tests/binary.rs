@@ -76,25 +76,9 @@ async fn answer_every_kind_of_request(api: &RunningApi) {
         let body: Value = response.json().await.unwrap();
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
-    let read = api
-        .app
-        .client
-        .get(api.app.url(&format!("/orders/{}", ids[0])))
-        .send()
-        .await
-        .unwrap();
+    let read = api.app.get(&format!("/orders/{}", ids[0])).await;
     assert_eq!(read.status().as_u16(), 200);
-    assert_eq!(
-        api.app
-            .client
-            .get(api.app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(api.app.get("/readyz").await.status().as_u16(), 200);
     assert_error(
         api.app
             .post_order(&json!({"customer_id": "", "items": []}))
@@ -111,50 +95,18 @@ async fn answer_every_kind_of_request(api: &RunningApi) {
         "invalid_body",
     )
     .await;
-    let malformed = api
-        .app
-        .client
-        .post(api.app.url("/orders"))
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+    let malformed = api.app.post_raw(Some("application/json"), "{").await;
     assert_error(malformed, 400, "malformed_json").await;
-    let plain = api
-        .app
-        .client
-        .post(api.app.url("/orders"))
-        .body(sample_order().to_string())
-        .send()
-        .await
-        .unwrap();
+    let plain = api.app.post_raw(None, sample_order().to_string()).await;
     assert_error(plain, 415, "unsupported_media_type").await;
     let huge = api
         .app
-        .client
-        .post(api.app.url("/orders"))
-        .header("content-type", "application/json")
-        .body(" ".repeat(70_000))
-        .send()
-        .await
-        .unwrap();
+        .post_raw(Some("application/json"), " ".repeat(70_000))
+        .await;
     assert_error(huge, 413, "payload_too_large").await;
-    let unknown = api
-        .app
-        .client
-        .get(api.app.url(&format!("/orders/{}", Uuid::new_v4())))
-        .send()
-        .await
-        .unwrap();
+    let unknown = api.app.get(&format!("/orders/{}", Uuid::new_v4())).await;
     assert_error(unknown, 404, "order_not_found").await;
-    let bad_id = api
-        .app
-        .client
-        .get(api.app.url("/orders/42"))
-        .send()
-        .await
-        .unwrap();
+    let bad_id = api.app.get("/orders/42").await;
     assert_error(bad_id, 400, "invalid_order_id").await;
 }
 

@@ -18,7 +18,7 @@ use common::{
     OnceSummary as _, Row, bulk_seed, check_process_batch_span, check_reconcile_spans, count,
     count_status, named, rows, run_once, seed_orders, stored_targets,
 };
-use orders_test_support::{Exited, Process, WAIT, otel_env, wait_until};
+use orders_test_support::{Process, WAIT, otel_env, wait_until};
 use otlp_receiver::opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use sqlx::PgPool;
@@ -269,6 +269,8 @@ async fn two_processes_at_once_process_every_order_exactly_once(pool: PgPool) {
 
 /// Seeds `count` orders for the long runs that get interrupted.
 const LONG_RUN: i32 = 20_000;
+/// `SHUTDOWN_GRACE_SECS` for the SIGTERM tests, and what bounds their stop.
+const GRACE_SECS: u64 = 5;
 
 /// One order's processing as the database records it.
 type Processing = (
@@ -303,7 +305,7 @@ async fn a_worker_killed_mid_run_loses_nothing(pool: PgPool) {
     let mut first_env = env.clone();
     for (key, value) in &mut first_env {
         if *key == "DATABASE_URL" {
-            value.push_str("?application_name=killed-worker");
+            value.push_str("&application_name=killed-worker");
         }
     }
     let mut first = Process::orders_batch(&["--once"], &first_env);
@@ -413,13 +415,15 @@ async fn a_worker_killed_mid_run_loses_nothing(pool: PgPool) {
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn sigterm_mid_run_finishes_the_batch_and_exits_zero(pool: PgPool) {
-    const GRACE_SECS: u64 = 5;
     bulk_seed(&pool, LONG_RUN).await;
     let total = usize::try_from(LONG_RUN).unwrap();
     let receiver = OtlpReceiver::start().await.unwrap();
     let env = with(
         otel_env(&pool, &receiver, "grpc"),
-        &[("BATCH_MAX_SIZE", "50"), ("SHUTDOWN_GRACE_SECS", "5")],
+        &[
+            ("BATCH_MAX_SIZE", "50"),
+            ("SHUTDOWN_GRACE_SECS", &GRACE_SECS.to_string()),
+        ],
     );
 
     let run = Process::orders_batch(&["--once"], &env);
@@ -548,7 +552,7 @@ async fn sigterm_during_a_scheduled_run_finishes_the_batch_and_exits_zero(pool: 
         &[
             ("BATCH_SCHEDULE", "* * * * * *"),
             ("BATCH_MAX_SIZE", "50"),
-            ("SHUTDOWN_GRACE_SECS", "5"),
+            ("SHUTDOWN_GRACE_SECS", &GRACE_SECS.to_string()),
         ],
     );
 
@@ -563,7 +567,7 @@ async fn sigterm_during_a_scheduled_run_finishes_the_batch_and_exits_zero(pool: 
     let stopped_in = signalled.elapsed();
     scheduled.assert_success();
     assert!(
-        stopped_in < Duration::from_secs(5 + 3),
+        stopped_in < Duration::from_secs(GRACE_SECS + 3),
         "took {stopped_in:?} to stop\n{scheduled}"
     );
 
@@ -581,11 +585,6 @@ async fn sigterm_during_a_scheduled_run_finishes_the_batch_and_exits_zero(pool: 
     );
 }
 
-/// Runs the binary until it gives up at start-up.
-async fn refused(env: &[(&str, String)]) -> Exited {
-    Process::orders_batch(&["--once"], env).wait(WAIT).await
-}
-
 #[tokio::test]
 async fn invalid_schedule_is_refused_at_start() {
     let database = (
@@ -593,17 +592,17 @@ async fn invalid_schedule_is_refused_at_start() {
         "postgres://postgres@127.0.0.1:1/orders".to_owned(),
     );
     for schedule in ["0 * * * *", "every hour"] {
-        let run = refused(&[database.clone(), ("BATCH_SCHEDULE", schedule.to_owned())]).await;
+        let run = run_once(&[database.clone(), ("BATCH_SCHEDULE", schedule.to_owned())]).await;
         assert_eq!(run.code(), 2, "{run}");
         assert!(run.stderr.contains("BATCH_SCHEDULE"), "{run}");
         assert!(run.stderr.contains("6 fields"), "{run}");
     }
 
-    let run = refused(&[]).await;
+    let run = run_once(&[]).await;
     assert_eq!(run.code(), 2, "{run}");
     assert!(run.stderr.contains("DATABASE_URL"), "{run}");
 
-    let run = refused(&[database, ("BATCH_MAX_SIZE", "10001".to_owned())]).await;
+    let run = run_once(&[database, ("BATCH_MAX_SIZE", "10001".to_owned())]).await;
     assert_eq!(run.code(), 2, "{run}");
     assert!(run.stderr.contains("BATCH_MAX_SIZE"), "{run}");
 }

@@ -94,15 +94,11 @@ impl<'a> Natively<'a> {
         .await
     }
 
-    /// The release orders-batch with `args`, started as compose starts it
-    /// when `shell` variables are set.
-    fn start_batch(&self, args: &[&str], shell: &[(&str, &str)]) -> Process {
+    /// The release orders-batch with `args` and `environment` (from
+    /// [`Self::environment`]).
+    fn start_batch(args: &[&str], environment: &Environment) -> Process {
         let (_, batch_binary) = release_binaries();
-        Process::spawn(
-            batch_binary,
-            args,
-            &self.environment("orders-batch", shell).pairs(),
-        )
+        Process::spawn(batch_binary, args, &environment.pairs())
     }
 }
 
@@ -216,11 +212,10 @@ async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests
 
     // Two `docker compose run --rm orders-batch --once` at once, with
     // BATCH_MAX_SIZE=8 set in the shell, then a third finding nothing.
-    let shell = [("BATCH_MAX_SIZE", "8")];
-    let batch_env = natively.environment("orders-batch", &shell);
+    let batch_env = natively.environment("orders-batch", &[("BATCH_MAX_SIZE", "8")]);
     assert_eq!(batch_env.get("BATCH_MAX_SIZE"), Some("8"));
-    let first = natively.start_batch(&["--once"], &shell);
-    let second = natively.start_batch(&["--once"], &shell);
+    let first = Natively::start_batch(&["--once"], &batch_env);
+    let second = Natively::start_batch(&["--once"], &batch_env);
     let (first, second) = (first.wait(WAIT).await, second.wait(WAIT).await);
     first.assert_success();
     second.assert_success();
@@ -230,7 +225,9 @@ async fn orders_posted_over_http_are_processed_once_and_linked_to_their_requests
     assert_eq!(a.unlinked + b.unlinked, 0);
     let batch_count = a.batches + b.batches;
     assert!(batch_count >= ORDERS.div_ceil(8), "{a:?} {b:?}");
-    let third = natively.start_batch(&["--once"], &shell).wait(WAIT).await;
+    let third = Natively::start_batch(&["--once"], &batch_env)
+        .wait(WAIT)
+        .await;
     third.assert_success();
     let nothing = third.summary();
     assert_eq!((nothing.processed, nothing.batches), (0, 0), "{third}");
@@ -367,7 +364,8 @@ async fn the_demo_script_and_a_short_schedule_get_orders_processed(pool: PgPool)
     // Hourly unless the shell says otherwise.
     let hourly = natively.environment("orders-batch", &[]);
     assert_eq!(hourly.get("BATCH_SCHEDULE"), Some("0 0 * * * *"));
-    let scheduled = natively.start_batch(&[], &[("BATCH_SCHEDULE", "* * * * * *")]);
+    let every_second = natively.environment("orders-batch", &[("BATCH_SCHEDULE", "* * * * * *")]);
+    let scheduled = Natively::start_batch(&[], &every_second);
     wait_until(WAIT, "the posted orders processed on a tick", || async {
         count_status(&pool, "processed").await == POSTED
     })

@@ -2,21 +2,13 @@
 //! export.
 
 use otlp_receiver::OtlpReceiver;
-use sqlx::PgPool;
+use sqlx::{ConnectOptions as _, PgPool};
 
-/// The URL of the per-test database `#[sqlx::test]` created.
+/// The URL of the per-test database `#[sqlx::test]` created, with every
+/// connect option of the pool (password and TLS mode included).
 #[must_use]
 pub fn database_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    let database = options
-        .get_database()
-        .unwrap_or_else(|| panic!("the pool's connect options name no database"));
-    format!(
-        "postgres://{}@{}:{}/{database}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-    )
+    pool.connect_options().to_url_lossy().to_string()
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a process to
