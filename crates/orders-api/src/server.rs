@@ -1,12 +1,11 @@
 //! Start-up, serving and graceful shutdown.
 
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, router};
@@ -17,13 +16,12 @@ use crate::config::Config;
 /// Cancelled during start-up, it stops there.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let start_up = orders::db::connect_and_migrate(&config.database_url, config.pool_settings());
-    let pool = tokio::select! {
-        pool = start_up => pool.context("connecting to the database (DATABASE_URL) and preparing its schema")?,
-        () = shutdown.cancelled() => {
-            tracing::info!("orders-api stopped during start-up");
-            return Ok(());
-        }
+    let Some(pool) = shutdown.run_until_cancelled(start_up).await else {
+        tracing::info!("orders-api stopped during start-up");
+        return Ok(());
     };
+    let pool =
+        pool.context("connecting to the database (DATABASE_URL) and preparing its schema")?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("listening on {} (LISTEN_ADDR)", config.listen_addr))?;
@@ -31,7 +29,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     serve(
         listener,
         AppState::new(pool),
-        shutdown.cancelled_owned(),
+        &shutdown,
         config.shutdown_grace(),
     )
     .await?;
@@ -39,35 +37,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// Serves the API on `listener`. After `shutdown` completes, stops accepting
-/// connections and waits up to `grace` for in-flight requests.
+/// Serves the API on `listener`. Once `shutdown` is cancelled, stops
+/// accepting connections and waits up to `grace` for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: &CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (signalled, signal_received) = oneshot::channel();
+    let stop_accepting = shutdown.clone().cancelled_owned();
     let server = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown.await;
+        stop_accepting.await;
         tracing::info!("shutting down: finishing in-flight requests");
-        // The receiver only goes away once serving has ended.
-        let _ = signalled.send(());
     })
     .into_future();
-    let grace_expired = async {
-        match signal_received.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
     tokio::select! {
         result = server => result,
-        () = grace_expired => {
+        () = orders_shutdown::grace_expired(shutdown, grace) => {
             tracing::warn!(?grace, "in-flight requests did not finish in time; dropping them");
             Ok(())
         }

@@ -18,13 +18,12 @@ use crate::worker::Worker;
 /// `--once` prints a one-line summary and fails when a batch failed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let start_up = orders::db::connect_and_migrate(&config.database_url, config.pool_settings());
-    let pool = tokio::select! {
-        pool = start_up => pool.context("connecting to the database (DATABASE_URL) and preparing its schema")?,
-        () = shutdown.cancelled() => {
-            tracing::info!("orders-batch stopped during start-up");
-            return Ok(ExitCode::SUCCESS);
-        }
+    let Some(pool) = shutdown.run_until_cancelled(start_up).await else {
+        tracing::info!("orders-batch stopped during start-up");
+        return Ok(ExitCode::SUCCESS);
     };
+    let pool =
+        pool.context("connecting to the database (DATABASE_URL) and preparing its schema")?;
     let metrics = BatchMetrics::new(&opentelemetry::global::meter("orders-batch"));
     let worker = Worker::new(pool, config.batch_settings(), metrics);
 

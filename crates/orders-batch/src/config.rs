@@ -15,9 +15,9 @@ use crate::schedule::Schedule;
 /// times larger chunks are only 1.5 times faster); a span with 1000 links is
 /// about 100 KB of OTLP, far below the 4 MiB a collector accepts per gRPC
 /// message, and its list of links stays readable in a trace viewer.
-pub const DEFAULT_BATCH_MAX_SIZE: u32 = 1000;
+const DEFAULT_BATCH_MAX_SIZE: u32 = 1000;
 /// The largest `BATCH_MAX_SIZE`: 10 000 links make a span of about 1 MB.
-pub const LARGEST_BATCH_MAX_SIZE: u32 = 10_000;
+const LARGEST_BATCH_MAX_SIZE: u32 = 10_000;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(

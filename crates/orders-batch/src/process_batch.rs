@@ -35,9 +35,6 @@ pub struct BatchReport {
     pub retrying: usize,
     /// Processed without a link: their stored trace context was missing or invalid.
     pub unlinked: usize,
-    /// No longer held by this batch's claim when it was marked (the claim
-    /// expired and the order went back to the queue), so left alone.
-    pub lost: usize,
 }
 
 impl Worker {
@@ -65,7 +62,7 @@ impl Worker {
             .filter(|(_, link)| link.is_none())
             .map(|(order, _)| order.id)
             .collect();
-        let size = i64::try_from(claim.orders.len()).unwrap_or(i64::MAX);
+        let size = as_i64(claim.orders.len());
         let span = tracing::info_span!(
             parent: None,
             "process-batch",
@@ -79,7 +76,7 @@ impl Worker {
             messaging.consumer.group.name = "orders-batch",
             messaging.batch.message_count = size,
             batch.size = size,
-            batch.unlinked_count = i64::try_from(unlinked.len()).unwrap_or(i64::MAX),
+            batch.unlinked_count = as_i64(unlinked.len()),
             batch.processed_count = Empty,
             batch.failed_count = Empty,
             batch.retrying_count = Empty,
@@ -194,7 +191,6 @@ impl Worker {
     ) -> BatchReport {
         let mut report = BatchReport {
             unlinked,
-            lost: outcomes.len().saturating_sub(finished.len()),
             ..BatchReport::default()
         };
         for order in finished {
@@ -211,9 +207,12 @@ impl Worker {
         }
         self.metrics.failed(report.failed, false);
         self.metrics.failed(report.retrying, true);
-        if report.lost > 0 {
+        // Orders no longer held by this batch's claim when it was marked (the
+        // claim expired and the order went back to the queue) were left alone.
+        let lost = outcomes.len().saturating_sub(finished.len());
+        if lost > 0 {
             tracing::warn!(
-                lost = report.lost,
+                lost,
                 claim = %claim.token,
                 "orders were no longer held by this batch's claim (it expired) and were left to the worker that holds them now"
             );

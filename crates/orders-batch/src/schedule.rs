@@ -87,7 +87,7 @@ impl Schedule {
 
 /// Lets one run at a time through, and lets shutdown wait for it.
 #[derive(Debug, Default)]
-pub struct RunGuard {
+pub(crate) struct RunGuard {
     running: Mutex<()>,
 }
 

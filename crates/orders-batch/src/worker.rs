@@ -119,13 +119,9 @@ impl Worker {
 
             let batch = self.process_batch(&claim, claimed);
             tokio::pin!(batch);
-            let grace_expired = async {
-                stop.cancelled().await;
-                tokio::time::sleep(self.settings.shutdown_grace).await;
-            };
             let outcome = tokio::select! {
                 outcome = &mut batch => Some(outcome),
-                () = grace_expired => None,
+                () = orders_shutdown::grace_expired(stop, self.settings.shutdown_grace) => None,
             };
             match outcome {
                 Some(Ok(report)) => summary.add(report),

@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::order::{BatchSpan, OrderStatus};
-use crate::store::{StoreError, db_span, record_error};
+use crate::store::{StoreError, db_span, in_db_span, stored_status};
 use crate::trace_context::TraceContext;
 
 /// What to claim.
@@ -45,9 +44,10 @@ pub struct ClaimRequest<'a> {
 pub struct ClaimedOrder {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
-    /// The stored line items, as JSON: reconciling reads them, and a row whose
-    /// items are unreadable must fail alone, not the whole claim.
-    pub items: serde_json::Value,
+    /// The stored line items, as JSON text: reconciling parses them straight
+    /// into line items, and a row whose items are unreadable must fail alone,
+    /// not the whole claim.
+    pub items: String,
     pub total_cents: i64,
     /// The stored context of the order's `receive-order` span.
     pub source_trace: Option<TraceContext>,
@@ -131,30 +131,27 @@ const REQUEUE_EXPIRED: &str = "UPDATE orders SET \
 ///
 /// Runs in a `requeue-expired-claims` span.
 pub async fn requeue_expired(pool: &PgPool, max_attempts: i32) -> Result<Requeued, StoreError> {
-    let span = db_span(pool, "requeue-expired-claims", "UPDATE", REQUEUE_EXPIRED);
-    async {
-        let result = sqlx::query_as::<_, (Uuid, String)>(REQUEUE_EXPIRED)
-            .bind(max_attempts)
-            .fetch_all(pool)
-            .await
-            .map_err(StoreError::from_sqlx("requeueing expired claims"))
-            .map(|rows| {
-                let mut requeued = Requeued::default();
-                for (id, status) in rows {
-                    if status == OrderStatus::Failed.as_str() {
-                        requeued.failed.push(id);
-                    } else {
-                        requeued.pending.push(id);
+    in_db_span(
+        db_span(pool, "requeue-expired-claims", "UPDATE", REQUEUE_EXPIRED),
+        async {
+            sqlx::query_as::<_, (Uuid, String)>(REQUEUE_EXPIRED)
+                .bind(max_attempts)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::from_sqlx("requeueing expired claims"))
+                .map(|rows| {
+                    let mut requeued = Requeued::default();
+                    for (id, status) in rows {
+                        if status == OrderStatus::Failed.as_str() {
+                            requeued.failed.push(id);
+                        } else {
+                            requeued.pending.push(id);
+                        }
                     }
-                }
-                requeued
-            });
-        if let Err(error) = &result {
-            record_error(&tracing::Span::current(), error);
-        }
-        result
-    }
-    .instrument(span)
+                    requeued
+                })
+        },
+    )
     .await
 }
 
@@ -167,13 +164,13 @@ const CLAIM: &str = "UPDATE orders SET \
          ORDER BY created_at, id \
          LIMIT $4 \
          FOR UPDATE SKIP LOCKED)) \
-     RETURNING id, created_at, items, total_cents, traceparent, tracestate, attempts";
+     RETURNING id, created_at, items::text AS items, total_cents, traceparent, tracestate, attempts";
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
     id: Uuid,
     created_at: DateTime<Utc>,
-    items: serde_json::Value,
+    items: String,
     total_cents: i64,
     traceparent: Option<String>,
     tracestate: Option<String>,
@@ -187,39 +184,34 @@ struct ClaimedRow {
 pub async fn claim(pool: &PgPool, request: ClaimRequest<'_>) -> Result<Claim, StoreError> {
     let token = format!("{}/{}", request.worker, Uuid::new_v4().simple());
     let lease_millis = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
-    let span = db_span(pool, "claim-orders", "UPDATE", CLAIM);
-    async {
-        let result = sqlx::query_as::<_, ClaimedRow>(CLAIM)
+    let rows = in_db_span(db_span(pool, "claim-orders", "UPDATE", CLAIM), async {
+        sqlx::query_as::<_, ClaimedRow>(CLAIM)
             .bind(&token)
             .bind(lease_millis)
             .bind(request.cutoff)
             .bind(request.limit)
             .fetch_all(pool)
             .await
-            .map_err(StoreError::from_sqlx("claiming pending orders"));
-        if let Err(error) = &result {
-            record_error(&tracing::Span::current(), error);
-        }
-        let mut orders: Vec<ClaimedOrder> = result?
-            .into_iter()
-            .map(|row| ClaimedOrder {
-                id: row.id,
-                created_at: row.created_at,
-                items: row.items,
-                total_cents: row.total_cents,
-                source_trace: row.traceparent.map(|traceparent| TraceContext {
-                    traceparent,
-                    tracestate: row.tracestate,
-                }),
-                attempts: row.attempts,
-            })
-            .collect();
-        // RETURNING follows no particular order.
-        orders.sort_by_key(|order| (order.created_at, order.id));
-        Ok(Claim { token, orders })
-    }
-    .instrument(span)
-    .await
+            .map_err(StoreError::from_sqlx("claiming pending orders"))
+    })
+    .await?;
+    let mut orders: Vec<ClaimedOrder> = rows
+        .into_iter()
+        .map(|row| ClaimedOrder {
+            id: row.id,
+            created_at: row.created_at,
+            items: row.items,
+            total_cents: row.total_cents,
+            source_trace: row.traceparent.map(|traceparent| TraceContext {
+                traceparent,
+                tracestate: row.tracestate,
+            }),
+            attempts: row.attempts,
+        })
+        .collect();
+    // RETURNING follows no particular order.
+    orders.sort_by_key(|order| (order.created_at, order.id));
+    Ok(Claim { token, orders })
 }
 
 const FINISH: &str = "UPDATE orders AS o SET \
@@ -252,43 +244,30 @@ pub async fn finish(
         .iter()
         .map(|(_, outcome)| outcome.error())
         .collect();
-    let span = db_span(pool, "mark-orders", "UPDATE", FINISH);
-    async {
-        let result =
-            sqlx::query_as::<_, (Uuid, String, DateTime<Utc>, Option<DateTime<Utc>>)>(FINISH)
-                .bind(token)
-                .bind(batch_span.map(|span| span.trace_id.as_str()))
-                .bind(batch_span.map(|span| span.span_id.as_str()))
-                .bind(&ids)
-                .bind(&statuses)
-                .bind(&errors)
-                .fetch_all(pool)
-                .await
-                .map_err(StoreError::from_sqlx("marking claimed orders"))
-                .and_then(|rows| {
-                    rows.into_iter()
-                        .map(|(id, status, created_at, processed_at)| {
-                            let status = OrderStatus::from_db(&status).ok_or_else(|| {
-                                StoreError::Corrupt {
-                                    id,
-                                    reason: format!("unknown status {status:?}"),
-                                }
-                            })?;
-                            Ok(Finished {
-                                id,
-                                status,
-                                created_at,
-                                processed_at,
-                            })
+    in_db_span(db_span(pool, "mark-orders", "UPDATE", FINISH), async {
+        sqlx::query_as::<_, (Uuid, String, DateTime<Utc>, Option<DateTime<Utc>>)>(FINISH)
+            .bind(token)
+            .bind(batch_span.map(|span| span.trace_id.as_str()))
+            .bind(batch_span.map(|span| span.span_id.as_str()))
+            .bind(&ids)
+            .bind(&statuses)
+            .bind(&errors)
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::from_sqlx("marking claimed orders"))
+            .and_then(|rows| {
+                rows.into_iter()
+                    .map(|(id, status, created_at, processed_at)| {
+                        Ok(Finished {
+                            id,
+                            status: stored_status(id, &status)?,
+                            created_at,
+                            processed_at,
                         })
-                        .collect()
-                });
-        if let Err(error) = &result {
-            record_error(&tracing::Span::current(), error);
-        }
-        result
-    }
-    .instrument(span)
+                    })
+                    .collect()
+            })
+    })
     .await
 }
 
@@ -302,19 +281,13 @@ const RELEASE: &str = "UPDATE orders SET \
 ///
 /// Runs in a `release-orders` span.
 pub async fn release(pool: &PgPool, token: &str) -> Result<u64, StoreError> {
-    let span = db_span(pool, "release-orders", "UPDATE", RELEASE);
-    async {
-        let result = sqlx::query(RELEASE)
+    in_db_span(db_span(pool, "release-orders", "UPDATE", RELEASE), async {
+        sqlx::query(RELEASE)
             .bind(token)
             .execute(pool)
             .await
             .map(|done| done.rows_affected())
-            .map_err(StoreError::from_sqlx("releasing claimed orders"));
-        if let Err(error) = &result {
-            record_error(&tracing::Span::current(), error);
-        }
-        result
-    }
-    .instrument(span)
+            .map_err(StoreError::from_sqlx("releasing claimed orders"))
+    })
     .await
 }

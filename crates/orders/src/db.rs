@@ -22,7 +22,7 @@ pub struct PoolSettings {
 
 /// Connects to PostgreSQL and checks the connection at once, so a wrong URL or an
 /// unreachable server is reported at start-up rather than on the first request.
-pub async fn connect(database_url: &str, settings: PoolSettings) -> Result<PgPool, StoreError> {
+async fn connect(database_url: &str, settings: PoolSettings) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = database_url
         .parse()
         .map_err(|source| StoreError::InvalidUrl { source })?;

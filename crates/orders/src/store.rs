@@ -112,10 +112,7 @@ impl TryFrom<OrderRow> for Order {
     type Error = StoreError;
 
     fn try_from(row: OrderRow) -> Result<Self, StoreError> {
-        let status = OrderStatus::from_db(&row.status).ok_or_else(|| StoreError::Corrupt {
-            id: row.id,
-            reason: format!("unknown status {:?}", row.status),
-        })?;
+        let status = stored_status(row.id, &row.status)?;
         let batch_span = match (row.batch_trace_id, row.batch_span_id) {
             (Some(trace_id), Some(span_id)) => Some(BatchSpan { trace_id, span_id }),
             _ => None,
@@ -137,6 +134,15 @@ impl TryFrom<OrderRow> for Order {
             batch_span,
         })
     }
+}
+
+/// The status column of order `id`; a value the code does not know is a
+/// corrupt row.
+pub(crate) fn stored_status(id: Uuid, status: &str) -> Result<OrderStatus, StoreError> {
+    OrderStatus::from_db(status).ok_or_else(|| StoreError::Corrupt {
+        id,
+        reason: format!("unknown status {status:?}"),
+    })
 }
 
 /// A CLIENT span for one statement on the `orders` table, named as the product
@@ -164,17 +170,25 @@ pub(crate) fn db_span(
     )
 }
 
-/// Marks a span as failed with the semantic-convention error attributes.
-pub(crate) fn record_error(span: &tracing::Span, error: &StoreError) {
-    span.record("otel.status_code", "ERROR");
-    span.record(
-        "error.type",
-        if error.is_unavailable() {
-            "unavailable"
-        } else {
-            "query_failed"
-        },
-    );
+/// Runs `query` in `span` (a [`db_span`]); a failure sets the span's status
+/// to ERROR with an `error.type`.
+pub(crate) async fn in_db_span<T>(
+    span: tracing::Span,
+    query: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let result = query.instrument(span.clone()).await;
+    if let Err(error) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record(
+            "error.type",
+            if error.is_unavailable() {
+                "unavailable"
+            } else {
+                "query_failed"
+            },
+        );
+    }
+    result
 }
 
 const INSERT_ORDER: &str = "INSERT INTO orders (id, customer_id, items, total_cents, traceparent, tracestate) \
@@ -191,25 +205,22 @@ pub async fn insert_order(
     order: &NewOrder,
     source_trace: Option<&TraceContext>,
 ) -> Result<Order, StoreError> {
-    let span = db_span(pool, "persist-order", "INSERT", INSERT_ORDER);
-    async {
-        let result = sqlx::query_as::<_, OrderRow>(INSERT_ORDER)
-            .bind(id)
-            .bind(order.customer_id())
-            .bind(Json(order.items()))
-            .bind(order.total_cents())
-            .bind(source_trace.map(|trace| trace.traceparent.as_str()))
-            .bind(source_trace.and_then(|trace| trace.tracestate.as_deref()))
-            .fetch_one(pool)
-            .await
-            .map_err(StoreError::from_sqlx("inserting an order"))
-            .and_then(Order::try_from);
-        if let Err(error) = &result {
-            record_error(&tracing::Span::current(), error);
-        }
-        result
-    }
-    .instrument(span)
+    in_db_span(
+        db_span(pool, "persist-order", "INSERT", INSERT_ORDER),
+        async {
+            sqlx::query_as::<_, OrderRow>(INSERT_ORDER)
+                .bind(id)
+                .bind(order.customer_id())
+                .bind(Json(order.items()))
+                .bind(order.total_cents())
+                .bind(source_trace.map(|trace| trace.traceparent.as_str()))
+                .bind(source_trace.and_then(|trace| trace.tracestate.as_deref()))
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::from_sqlx("inserting an order"))
+                .and_then(Order::try_from)
+        },
+    )
     .await
 }
 
@@ -219,20 +230,17 @@ const SELECT_ORDER: &str = "SELECT id, customer_id, items, total_cents, status, 
 
 /// Reads one order, `None` if there is none with that id.
 pub async fn find_order(pool: &PgPool, id: Uuid) -> Result<Option<Order>, StoreError> {
-    let span = db_span(pool, "SELECT orders", "SELECT", SELECT_ORDER);
-    async {
-        let result = sqlx::query_as::<_, OrderRow>(SELECT_ORDER)
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .map_err(StoreError::from_sqlx("reading an order"))
-            .and_then(|row| row.map(Order::try_from).transpose());
-        if let Err(error) = &result {
-            record_error(&tracing::Span::current(), error);
-        }
-        result
-    }
-    .instrument(span)
+    in_db_span(
+        db_span(pool, "SELECT orders", "SELECT", SELECT_ORDER),
+        async {
+            sqlx::query_as::<_, OrderRow>(SELECT_ORDER)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::from_sqlx("reading an order"))
+                .and_then(|row| row.map(Order::try_from).transpose())
+        },
+    )
     .await
 }
 

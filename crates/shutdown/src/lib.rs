@@ -4,6 +4,8 @@
 //! both services treat the two alike: stop taking work, finish or release what
 //! is in hand within a bounded time, flush telemetry and exit 0.
 
+use std::time::Duration;
+
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -26,4 +28,11 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
         cancel.cancel();
     });
     Ok(token)
+}
+
+/// Completes `grace` after `token` is cancelled: how long the work in hand
+/// (in-flight requests, a batch) may still take once shutdown has begun.
+pub async fn grace_expired(token: &CancellationToken, grace: Duration) {
+    token.cancelled().await;
+    tokio::time::sleep(grace).await;
 }

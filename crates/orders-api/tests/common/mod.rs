@@ -3,7 +3,6 @@
 #![allow(dead_code, reason = "each test crate uses a different part")]
 #![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
-use std::future::pending;
 use std::time::Duration;
 
 use orders_api::AppState;
@@ -11,6 +10,7 @@ use orders_api::server::serve;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// The real router, served over real HTTP on 127.0.0.1 with a port of its own.
 pub struct TestApp {
@@ -21,12 +21,15 @@ pub struct TestApp {
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(
-        listener,
-        AppState::new(pool),
-        pending(),
-        Duration::from_secs(1),
-    ));
+    tokio::spawn(async move {
+        serve(
+            listener,
+            AppState::new(pool),
+            &CancellationToken::new(),
+            Duration::from_secs(1),
+        )
+        .await
+    });
     TestApp {
         address,
         client: reqwest::Client::new(),
