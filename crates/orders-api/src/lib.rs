@@ -5,6 +5,8 @@
 //! - [`config`]: the command line and environment.
 //! - [`app`]: the router and its shared state.
 //! - [`routes`]: the handlers.
+//! - [`receive_order`]: the `receive-order` step, whose context each order is
+//!   stored with.
 //! - [`json_body`] and [`error`]: how requests are read and errors answered.
 //! - [`http_telemetry`]: the HTTP SERVER span and metrics around every request.
 //! - [`server`]: start-up, serving and graceful shutdown.
@@ -14,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod http_telemetry;
 pub mod json_body;
+pub mod receive_order;
 pub mod routes;
 pub mod server;
 

@@ -57,7 +57,7 @@ pub async fn serve(
     .into_future();
     tokio::select! {
         result = server => result,
-        () = orders_shutdown::grace_expired(shutdown, grace) => {
+        () = orders::shutdown::grace_expired(shutdown, grace) => {
             tracing::warn!(?grace, "in-flight requests did not finish in time; dropping them");
             Ok(())
         }

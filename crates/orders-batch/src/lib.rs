@@ -6,8 +6,9 @@
 //! - [`config`]: the command line and environment.
 //! - [`schedule`]: the cron schedule, one run at a time.
 //! - [`worker`]: a run, batch after batch, with shutdown.
-//! - [`process_batch`]: one batch, its span, its links and each order's
-//!   `reconcile` step.
+//! - [`process_batch`]: one batch, its span and its links.
+//! - [`reconcile_step`]: each order's `reconcile` step.
+//! - [`report`]: what a batch and a run did.
 //! - [`metrics`]: the batch's instruments.
 //!
 //! The queue queries live in `orders::claims`, shared with nothing else but
@@ -17,9 +18,12 @@ pub mod app;
 pub mod config;
 pub mod metrics;
 pub mod process_batch;
+pub mod reconcile_step;
+pub mod report;
 pub mod schedule;
 pub mod worker;
 
 pub use config::{BatchSettings, Config};
 pub use metrics::BatchMetrics;
-pub use worker::{RunSummary, Worker};
+pub use report::RunSummary;
+pub use worker::Worker;

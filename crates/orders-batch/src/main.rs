@@ -7,7 +7,7 @@ use orders_batch::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let config = Config::parse();
-    let shutdown = orders_shutdown::on_signal().context("listening for SIGTERM and Ctrl-C")?;
+    let shutdown = orders::shutdown::on_signal().context("listening for SIGTERM and Ctrl-C")?;
     let telemetry = orders_telemetry::init(
         env!("CARGO_PKG_NAME"),
         env!("CARGO_PKG_VERSION"),

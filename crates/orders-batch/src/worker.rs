@@ -1,7 +1,6 @@
 //! A run: claim pending orders oldest first, one batch at a time, until none
 //! that were pending when the run started are left.
 
-use std::fmt;
 use std::time::Instant;
 
 use orders::StoreError;
@@ -11,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::BatchSettings;
 use crate::metrics::BatchMetrics;
-use crate::process_batch::BatchReport;
+use crate::report::RunSummary;
 
 /// Processes pending orders; one per process, shared by every run.
 #[derive(Debug)]
@@ -21,49 +20,6 @@ pub struct Worker {
     pub(crate) metrics: BatchMetrics,
     /// Host and process, written to `claimed_by` with each claim.
     id: String,
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunSummary {
-    pub processed: usize,
-    pub failed: usize,
-    pub retrying: usize,
-    pub unlinked: usize,
-    pub batches: usize,
-    /// Batches that could not be marked (their orders went back to the queue).
-    pub failed_batches: usize,
-    /// Orders whose expired claim this run put back in the queue.
-    pub requeued: usize,
-    /// Orders given back unprocessed at shutdown.
-    pub released: usize,
-}
-
-impl fmt::Display for RunSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "processed={} failed={} retrying={} batches={} failed_batches={} unlinked={} requeued={} released={}",
-            self.processed,
-            self.failed,
-            self.retrying,
-            self.batches,
-            self.failed_batches,
-            self.unlinked,
-            self.requeued,
-            self.released,
-        )
-    }
-}
-
-impl RunSummary {
-    fn add(&mut self, report: BatchReport) {
-        self.processed += report.processed;
-        self.failed += report.failed;
-        self.retrying += report.retrying;
-        self.unlinked += report.unlinked;
-        self.batches += 1;
-    }
 }
 
 impl Worker {
@@ -121,7 +77,7 @@ impl Worker {
             tokio::pin!(batch);
             let outcome = tokio::select! {
                 outcome = &mut batch => Some(outcome),
-                () = orders_shutdown::grace_expired(stop, self.settings.shutdown_grace) => None,
+                () = orders::shutdown::grace_expired(stop, self.settings.shutdown_grace) => None,
             };
             match outcome {
                 Some(Ok(report)) => summary.add(report),

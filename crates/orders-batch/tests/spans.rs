@@ -24,7 +24,7 @@ use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLoggerProvider};
 use opentelemetry_sdk::trace::{
     InMemorySpanExporter, Sampler, SamplingResult, SdkTracerProvider, ShouldSample, SpanData,
 };
-use orders::TraceContext;
+use span_links::StoredContext;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::subscriber::DefaultGuard;
@@ -177,7 +177,7 @@ fn identity(context: &SpanContext) -> (String, String, String) {
     )
 }
 
-fn stored_identity(source: &TraceContext) -> (String, String, String) {
+fn stored_identity(source: &StoredContext) -> (String, String, String) {
     identity(&source.span_context().unwrap())
 }
 
@@ -282,27 +282,6 @@ async fn process_batch_links_every_stored_receive_order_context(pool: PgPool) {
             Some(batch.span_context.span_id().to_string().as_str())
         );
     }
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn links_beyond_the_sdk_default_of_128_are_all_kept(pool: PgPool) {
-    let captured = capture(300);
-    let seeded = seed_orders(&pool, 300).await;
-
-    let summary = worker(&pool, settings(300))
-        .run(&CancellationToken::new())
-        .await
-        .unwrap();
-    assert_eq!((summary.processed, summary.batches), (300, 1));
-
-    let spans = captured.spans();
-    let batch = named(&spans, "process-batch")[0];
-    assert_eq!(batch.links.len(), 300);
-    assert_eq!(batch.links.dropped_count, 0);
-    assert_eq!(int(batch, "batch.size"), 300);
-    let linked: BTreeSet<_> = batch.links.iter().map(link_message_id).collect();
-    let stored: BTreeSet<_> = seeded.iter().map(|order| order.id.to_string()).collect();
-    assert_eq!(linked, stored);
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::order::{BatchSpan, OrderStatus};
 use crate::store::{StoreError, db_span, in_db_span, stored_status};
-use crate::trace_context::TraceContext;
+use span_links::StoredContext;
 
 /// What to claim.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,7 @@ pub struct ClaimedOrder {
     pub items: String,
     pub total_cents: i64,
     /// The stored context of the order's `receive-order` span.
-    pub source_trace: Option<TraceContext>,
+    pub source_trace: Option<StoredContext>,
     /// Claims of this order so far, this one included.
     pub attempts: i32,
 }
@@ -202,7 +202,7 @@ pub async fn claim(pool: &PgPool, request: ClaimRequest<'_>) -> Result<Claim, St
             created_at: row.created_at,
             items: row.items,
             total_cents: row.total_cents,
-            source_trace: row.traceparent.map(|traceparent| TraceContext {
+            source_trace: row.traceparent.map(|traceparent| StoredContext {
                 traceparent,
                 tracestate: row.tracestate,
             }),

@@ -12,7 +12,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use crate::trace_context::TraceContext;
+use span_links::StoredContext;
 
 /// Longest accepted `customer_id`, in characters.
 pub const MAX_CUSTOMER_ID_CHARS: usize = 64;
@@ -305,7 +305,7 @@ pub struct Order {
     pub status: OrderStatus,
     pub created_at: DateTime<Utc>,
     /// Trace context of the `receive-order` span, if one was recorded.
-    pub source_trace: Option<TraceContext>,
+    pub source_trace: Option<StoredContext>,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub processed_at: Option<DateTime<Utc>>,

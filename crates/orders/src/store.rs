@@ -10,7 +10,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::order::{BatchSpan, LineItem, NewOrder, Order, OrderStatus};
-use crate::trace_context::TraceContext;
+use span_links::StoredContext;
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,7 @@ impl TryFrom<OrderRow> for Order {
             total_cents: row.total_cents,
             status,
             created_at: row.created_at,
-            source_trace: row.traceparent.map(|traceparent| TraceContext {
+            source_trace: row.traceparent.map(|traceparent| StoredContext {
                 traceparent,
                 tracestate: row.tracestate,
             }),
@@ -203,7 +203,7 @@ pub async fn insert_order(
     pool: &PgPool,
     id: Uuid,
     order: &NewOrder,
-    source_trace: Option<&TraceContext>,
+    source_trace: Option<&StoredContext>,
 ) -> Result<Order, StoreError> {
     in_db_span(
         db_span(pool, "persist-order", "INSERT", INSERT_ORDER),

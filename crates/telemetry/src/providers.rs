@@ -7,6 +7,7 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
+use span_links::with_link_limit;
 
 use crate::{Telemetry, TelemetryConfig, TelemetryError};
 
@@ -18,10 +19,12 @@ pub(crate) fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryErro
         // No processor: spans get ids (so stored trace contexts stay meaningful)
         // and cost nothing more; there is no meter or logger provider at all.
         return Ok(Telemetry {
-            tracer_provider: SdkTracerProvider::builder()
-                .with_resource(resource)
-                .with_max_links_per_span(config.max_links_per_span)
-                .build(),
+            tracer_provider: with_link_limit(
+                SdkTracerProvider::builder(),
+                config.max_links_per_span,
+            )
+            .with_resource(resource)
+            .build(),
             meter_provider: None,
             logger_provider: None,
         });
@@ -50,9 +53,8 @@ pub(crate) fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryErro
             })?;
 
     Ok(Telemetry {
-        tracer_provider: SdkTracerProvider::builder()
+        tracer_provider: with_link_limit(SdkTracerProvider::builder(), config.max_links_per_span)
             .with_resource(resource.clone())
-            .with_max_links_per_span(config.max_links_per_span)
             .with_span_processor(
                 BatchSpanProcessor::builder(span_exporter)
                     .with_batch_config(

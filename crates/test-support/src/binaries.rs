@@ -117,7 +117,7 @@ fn up_to_date(name: &str, binary: &Path) -> bool {
         "crates/orders/src",
         "crates/orders/build.rs",
         "crates/telemetry/src",
-        "crates/shutdown/src",
+        "crates/span-links/src",
     ];
     sources
         .iter()

@@ -1,8 +1,6 @@
-//! `POST /orders` and `GET /orders/{id}`.
+//! `POST /orders` and `GET /orders/{id}`, and the order document both answer.
 //!
-//! Creating an order is traced as the product's `receive-order` span with two
-//! children, `validate` and `persist-order`; the W3C context of `receive-order`
-//! is stored with the order so that the batch can link back to it.
+//! Creating an order is the `receive-order` step (`crate::receive_order`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -11,15 +9,15 @@ use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use orders::order::BatchSpan;
-use orders::{LineItem, NewOrder, Order, OrderRequest, OrderStatus, TraceContext, store};
+use orders::{LineItem, Order, OrderRequest, OrderStatus, store};
 use serde::Serialize;
-use tracing::Instrument;
-use tracing::field::Empty;
+use span_links::StoredContext;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::json_body::JsonBody;
+use crate::receive_order::receive_order;
 
 /// An order as the API shows it.
 #[derive(Debug, Serialize)]
@@ -48,7 +46,7 @@ impl From<Order> for OrderResponse {
         let trace_id = order
             .source_trace
             .as_ref()
-            .and_then(TraceContext::span_context)
+            .and_then(StoredContext::span_context)
             .map(|context| context.trace_id().to_string());
         let (traceparent, tracestate) = order.source_trace.map_or((None, None), |trace| {
             (Some(trace.traceparent), trace.tracestate)
@@ -89,62 +87,6 @@ pub async fn create_order(
         Json(OrderResponse::from(order)),
     )
         .into_response())
-}
-
-/// The `receive-order` step: validate, then persist with this span's context.
-async fn receive_order(state: &AppState, request: OrderRequest) -> Result<Order, ApiError> {
-    let span = tracing::info_span!(
-        "receive-order",
-        order.id = Empty,
-        customer.id = Empty,
-        order.item_count = Empty,
-        order.total_cents = Empty,
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-    );
-    let result = validate_and_persist(state, request)
-        .instrument(span.clone())
-        .await;
-    if let Err(error) = &result {
-        span.record("otel.status_code", "ERROR");
-        span.record("otel.status_description", error.to_string());
-    }
-    result
-}
-
-/// The body of `receive-order`, run inside that span.
-async fn validate_and_persist(state: &AppState, request: OrderRequest) -> Result<Order, ApiError> {
-    let order = validate(request)?;
-    let id = Uuid::now_v7();
-    let span = tracing::Span::current();
-    span.record("order.id", tracing::field::display(id));
-    span.record("customer.id", order.customer_id());
-    // As i64: tracing-opentelemetry records unsigned integers as strings.
-    span.record(
-        "order.item_count",
-        i64::try_from(order.items().len()).unwrap_or(i64::MAX),
-    );
-    span.record("order.total_cents", order.total_cents());
-    // The batch links to this span: store its context, not the request's.
-    let source_trace = TraceContext::of_current_span();
-    let stored = store::insert_order(&state.pool, id, &order, source_trace.as_ref()).await?;
-    tracing::info!(order.id = %id, total_cents = stored.total_cents, "order received");
-    Ok(stored)
-}
-
-/// The `validate` step, in a span of its own.
-fn validate(request: OrderRequest) -> Result<NewOrder, ApiError> {
-    let span = tracing::info_span!(
-        "validate",
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-    );
-    let _entered = span.enter();
-    request.validate().map_err(|errors| {
-        span.record("otel.status_code", "ERROR");
-        span.record("otel.status_description", errors.to_string());
-        ApiError::Validation(errors)
-    })
 }
 
 /// `GET /orders/{id}`: the order, its source trace context and, once processed,

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use orders::order::OrderRequest;
-use orders::{JsonObject, TraceContext, store};
+use orders::{JsonObject, store};
 use orders_batch::{BatchMetrics, BatchSettings, Worker};
 use orders_test_support::{Exited, Process, WAIT};
 use otlp_receiver::opentelemetry_proto::tonic::common::v1::any_value::Value as ProtoValue;
 use otlp_receiver::opentelemetry_proto::tonic::trace::v1::span::Link;
 use otlp_receiver::{ReceivedSpan, hex};
 use serde_json::json;
+use span_links::StoredContext;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -25,7 +26,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct SeededOrder {
     pub id: Uuid,
-    pub source: TraceContext,
+    pub source: StoredContext,
 }
 
 /// A sampled receive-order span context; every other one carries a trace state.
@@ -62,7 +63,7 @@ pub fn order_request(quantity: i64) -> OrderRequest {
 pub async fn seed_orders(pool: &PgPool, count: usize) -> Vec<SeededOrder> {
     let mut seeded = Vec::with_capacity(count);
     for index in 0..count {
-        let source = TraceContext::from_span_context(&receive_order_context(index)).unwrap();
+        let source = StoredContext::of(&receive_order_context(index)).unwrap();
         let order = order_request(1 + i64::try_from(index % 5).unwrap())
             .validate()
             .unwrap();

@@ -1,4 +1,4 @@
-//! The shutdown signal both services stop on.
+//! The signal both services stop on.
 //!
 //! `docker stop` and Kubernetes send SIGTERM, a terminal sends SIGINT (Ctrl-C);
 //! both services treat the two alike: stop taking work, finish or release what

@@ -1,0 +1,145 @@
+//! What a batch and a run did: counted from the orders the batch marked,
+//! recorded on the batch's span and fed to the metrics.
+
+use std::fmt;
+use std::time::Instant;
+
+use orders::claims::{Claim, Finished, Outcome};
+use orders::{OrderStatus, StoreError};
+use tracing::Span;
+use uuid::Uuid;
+
+use crate::worker::Worker;
+
+/// What became of the orders of one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub processed: usize,
+    /// Marked failed after their last attempt.
+    pub failed: usize,
+    /// Failed this time; back in the queue for a later run.
+    pub retrying: usize,
+    /// Processed without a link: their stored trace context was missing or invalid.
+    pub unlinked: usize,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub processed: usize,
+    pub failed: usize,
+    pub retrying: usize,
+    pub unlinked: usize,
+    pub batches: usize,
+    /// Batches that could not be marked (their orders went back to the queue).
+    pub failed_batches: usize,
+    /// Orders whose expired claim this run put back in the queue.
+    pub requeued: usize,
+    /// Orders given back unprocessed at shutdown.
+    pub released: usize,
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "processed={} failed={} retrying={} batches={} failed_batches={} unlinked={} requeued={} released={}",
+            self.processed,
+            self.failed,
+            self.retrying,
+            self.batches,
+            self.failed_batches,
+            self.unlinked,
+            self.requeued,
+            self.released,
+        )
+    }
+}
+
+impl RunSummary {
+    pub(crate) fn add(&mut self, report: BatchReport) {
+        self.processed += report.processed;
+        self.failed += report.failed;
+        self.retrying += report.retrying;
+        self.unlinked += report.unlinked;
+        self.batches += 1;
+    }
+}
+
+impl Worker {
+    /// Counts what was marked, and feeds the metrics.
+    pub(crate) fn report(
+        &self,
+        claim: &Claim,
+        outcomes: &[(Uuid, Outcome)],
+        finished: &[Finished],
+        unlinked: usize,
+    ) -> BatchReport {
+        let mut report = BatchReport {
+            unlinked,
+            ..BatchReport::default()
+        };
+        for order in finished {
+            match order.status {
+                OrderStatus::Processed => {
+                    report.processed += 1;
+                    if let Some(processed_at) = order.processed_at {
+                        self.metrics.processed(order.created_at, processed_at);
+                    }
+                }
+                OrderStatus::Failed => report.failed += 1,
+                OrderStatus::Pending | OrderStatus::Processing => report.retrying += 1,
+            }
+        }
+        self.metrics.failed(report.failed, false);
+        self.metrics.failed(report.retrying, true);
+        // An order missing from `finished` was no longer held by this claim (it
+        // expired and the order went back to the queue): it was left alone.
+        let lost = outcomes.len().saturating_sub(finished.len());
+        if lost > 0 {
+            tracing::warn!(
+                lost,
+                claim = %claim.token,
+                "orders were no longer held by this batch's claim (it expired) and were left to the worker that holds them now"
+            );
+        }
+        report
+    }
+
+    /// What `process-batch` did: on its span, in the metrics and in the log.
+    pub(crate) fn record(
+        &self,
+        span: &Span,
+        size: usize,
+        claimed: Instant,
+        result: &Result<BatchReport, StoreError>,
+    ) {
+        match result {
+            Ok(report) => {
+                span.record("batch.processed_count", as_i64(report.processed));
+                span.record("batch.failed_count", as_i64(report.failed));
+                span.record("batch.retrying_count", as_i64(report.retrying));
+                self.metrics.batch(size, claimed.elapsed());
+                span.in_scope(|| {
+                    tracing::info!(
+                        processed = report.processed,
+                        failed = report.failed,
+                        retrying = report.retrying,
+                        unlinked = report.unlinked,
+                        "batch done"
+                    );
+                });
+            }
+            Err(error) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", error.to_string());
+                span.record("error.type", "store");
+            }
+        }
+    }
+}
+
+/// A count as an OpenTelemetry integer attribute.
+pub(crate) fn as_i64(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
