@@ -16,7 +16,7 @@ use orders::db::PoolSettings;
 )]
 pub struct Config {
     /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = orders::db::database_url)]
     pub database_url: String,
 
     /// Address and port to listen on.

@@ -348,6 +348,6 @@ async fn unsupported_otlp_protocol_is_a_clear_error() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
     ])
     .await;
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "a configuration error");
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{stderr}");
 }

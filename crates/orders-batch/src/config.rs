@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use orders::db::PoolSettings;
-use orders_telemetry::SpanVolume;
+use orders_telemetry::SpanLimits;
 
 use crate::schedule::Schedule;
 
@@ -31,7 +31,7 @@ pub struct Config {
     pub once: bool,
 
     /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = orders::db::database_url)]
     pub database_url: String,
 
     /// When to run: a 6-field cron expression (second minute hour day month weekday), in UTC.
@@ -88,10 +88,11 @@ impl Config {
     /// link per order, and a batch ends one `reconcile` span per order plus a
     /// few database spans at once.
     #[must_use]
-    pub fn span_volume(&self) -> SpanVolume {
-        SpanVolume {
-            max_links_per_span: self.batch_max_size,
-            max_burst: usize::try_from(self.batch_max_size).map_or(usize::MAX, |size| size + 8),
+    pub fn span_limits(&self) -> SpanLimits {
+        SpanLimits {
+            links_per_span: self.batch_max_size,
+            spans_per_burst: usize::try_from(self.batch_max_size)
+                .map_or(usize::MAX, |size| size + 8),
         }
     }
 }

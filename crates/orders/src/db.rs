@@ -11,6 +11,12 @@ use crate::store::StoreError;
 /// The migrations in the repository's `migrations/` folder, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
+/// A `DATABASE_URL` sqlx can connect with, checked where the configuration
+/// is read: a malformed one is a configuration error.
+pub fn database_url(value: &str) -> Result<String, sqlx::Error> {
+    value.parse::<PgConnectOptions>().map(|_| value.to_owned())
+}
+
 /// How the pool is sized and how long a caller waits for a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {

@@ -160,10 +160,11 @@ impl Links {
 ///    sampler sees them.
 ///
 /// tracing-opentelemetry builds the OpenTelemetry span lazily, when the span is
-/// first entered (or its context or a child's is needed). Until then it is a
-/// builder, and what is added to it is part of its creation: the sampler's
-/// decision sees these links. Added after, links are still exported, but the
-/// decision was made without them. Call this right after creating the span.
+/// first entered, or when its context is needed (a child, a log line written
+/// in it). Until then it is a builder, and what is added to it is part of its
+/// creation: the sampler's decision sees these links. Added after, links are
+/// still exported, but the decision was made without them. Call this right
+/// after creating the span.
 ///
 /// # Panics
 ///

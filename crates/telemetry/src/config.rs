@@ -1,28 +1,24 @@
-//! The telemetry configuration read from the standard OpenTelemetry variables.
+//! The telemetry configuration, from the standard OpenTelemetry variables.
 //!
-//! The OTLP exporters read the endpoint, headers, timeout and compression
-//! variables themselves; this module reads only what decides how telemetry is
-//! assembled, and rejects values the exporters would silently ignore.
+//! The SDK and the OTLP exporters read most of them themselves; this module
+//! reads what decides how telemetry is assembled, and refuses the values the
+//! SDK would ignore without a word (a configuration error: exit code 2).
 
 use std::env;
+use std::time::Duration;
 
-/// Protocol values this build can export with.
-const SUPPORTED_PROTOCOLS: &[&str] = &["grpc", "http/protobuf"];
-const PROTOCOL_VARIABLES: &[&str] = &[
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
-];
+use tracing_subscriber::EnvFilter;
 
 /// Every environment variable a service's telemetry honours: the ones this
 /// crate reads and the ones the OpenTelemetry SDK and the OTLP exporters read
-/// themselves. This is the documented surface (README, "Configuration"); the
-/// deployment tests hold docker-compose.yml to it.
+/// themselves: the telemetry's whole surface of configuration.
 pub const ENVIRONMENT_VARIABLES: &[&str] = &[
     "OTEL_SERVICE_NAME",
     "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_LOGS_EXPORTER",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
@@ -40,6 +36,7 @@ pub const ENVIRONMENT_VARIABLES: &[&str] = &[
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
     "OTEL_SPAN_LINK_COUNT_LIMIT",
     "OTEL_METRIC_EXPORT_INTERVAL",
+    "TELEMETRY_SHUTDOWN_TIMEOUT_MS",
     "RUST_LOG",
 ];
 
@@ -47,7 +44,7 @@ pub const ENVIRONMENT_VARIABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}={value:?} is not supported: expected {expected}")]
 pub struct ConfigError {
-    variable: &'static str,
+    variable: String,
     value: String,
     expected: String,
 }
@@ -55,134 +52,284 @@ pub struct ConfigError {
 /// `info`, without PostgreSQL's notices ("relation already exists, skipping")
 /// that every start-up's migration check produces.
 const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
-
-/// The SDK's defaults: 128 links per span, 2048 spans in the export queue.
-const DEFAULT_LINKS_PER_SPAN: u32 = 128;
+/// The SDK's export queue: 2048 spans, the rest dropped without a word.
 const DEFAULT_QUEUE_SIZE: usize = 2048;
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How much a service puts into one span and one burst of spans; sizes the
-/// SDK limits that otherwise lose data silently.
+/// What a service's spans need of the SDK's limits, which otherwise lose data
+/// without a word.
 #[derive(Debug, Clone, Copy)]
-pub struct SpanVolume {
-    /// The most links one span carries. The SDK keeps 128 by default and drops
-    /// the rest without a word; only `dropped_links_count` would tell.
-    pub max_links_per_span: u32,
-    /// The most spans ended in one burst, before the exporter can catch up. The
-    /// batch processor drops spans when its queue is full, so the queue holds
-    /// several bursts.
-    pub max_burst: usize,
+pub struct SpanLimits {
+    /// The most links one span carries: the link limit (the SDK keeps 128).
+    pub links_per_span: u32,
+    /// The most spans that end together, before the exporter can catch up:
+    /// the export queue holds four such bursts.
+    pub spans_per_burst: usize,
 }
 
-impl SpanVolume {
-    /// A service that links little and ends spans a few at a time.
-    pub const SMALL: Self = Self {
-        max_links_per_span: DEFAULT_LINKS_PER_SPAN,
-        max_burst: DEFAULT_QUEUE_SIZE / 4,
-    };
+impl Default for SpanLimits {
+    fn default() -> Self {
+        Self {
+            links_per_span: span_links::SDK_LINK_LIMIT,
+            spans_per_burst: DEFAULT_QUEUE_SIZE / 4,
+        }
+    }
+}
+
+/// One signal's exporter, as `OTEL_{TRACES,METRICS,LOGS}_EXPORTER` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exporter {
+    /// OTLP to `OTEL_EXPORTER_OTLP_*`: the default.
+    Otlp,
+    /// Human-readable, on stdout.
+    Console,
+    /// Nothing is exported.
+    None,
+}
+
+/// A signal: traces, metrics or logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub const ALL: [Self; 3] = [Self::Traces, Self::Metrics, Self::Logs];
+
+    /// `TRACES`, as in `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    fn upper(self) -> &'static str {
+        match self {
+            Self::Traces => "TRACES",
+            Self::Metrics => "METRICS",
+            Self::Logs => "LOGS",
+        }
+    }
+
+    /// `traces`, as in `/v1/traces` and in messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Traces => "traces",
+            Self::Metrics => "metrics",
+            Self::Logs => "logs",
+        }
+    }
 }
 
 /// How telemetry is assembled.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
-    /// `service.name`: `OTEL_SERVICE_NAME`, else a `service.name` in
-    /// `OTEL_RESOURCE_ATTRIBUTES`, else the service's own default.
+    /// `OTEL_SERVICE_NAME`, else a `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
+    /// else the service's own name.
     pub service_name: String,
     pub service_version: String,
-    /// `OTEL_SDK_DISABLED=true`: export nothing. Spans still get ids, so trace
-    /// contexts are still stored and logged.
-    pub sdk_disabled: bool,
-    /// `RUST_LOG`, default `info` (PostgreSQL notices only from `warn`).
+    /// Each signal's exporter, in [`Signal::ALL`] order: none at all with
+    /// `OTEL_SDK_DISABLED=true` (spans still get ids, so trace contexts are
+    /// still stored and logged).
+    pub exporters: [Exporter; 3],
+    /// `RUST_LOG`: which logs are written, on stdout and over OTLP.
     pub log_filter: String,
-    /// The span link limit: `OTEL_SPAN_LINK_COUNT_LIMIT` or the SDK default,
-    /// raised to what the service needs.
-    pub max_links_per_span: u32,
-    /// The export queue: `OTEL_BSP_MAX_QUEUE_SIZE` or the SDK default, raised
-    /// to four bursts.
+    /// `OTEL_SPAN_LINK_COUNT_LIMIT`, raised to what the service's spans carry.
+    pub links_per_span: u32,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`, raised to four bursts of spans.
     pub span_queue_size: usize,
+    /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS`: how long the flush at exit may take,
+    /// all signals together.
+    pub shutdown_timeout: Duration,
+    /// Where each signal's OTLP export goes, for messages, in [`Signal::ALL`] order.
+    pub endpoints: Vec<String>,
 }
+
+/// The environment: a variable's value, trimmed, when it is set and not empty.
+type Variables<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The samplers `OTEL_TRACES_SAMPLER` may name (the specification's, as this
+/// SDK implements them), and those that take `OTEL_TRACES_SAMPLER_ARG`.
+const SAMPLERS: &[&str] = &[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+const RATIO_SAMPLERS: &[&str] = &["traceidratio", "parentbased_traceidratio"];
+
+/// Numbers the SDK reads itself, and would replace by its default without a
+/// word if malformed.
+const SDK_NUMBERS: &[&str] = &[
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+];
 
 impl TelemetryConfig {
     /// Reads the configuration from the environment.
-    pub fn from_env(
-        default_service_name: &str,
-        version: &str,
-        volume: SpanVolume,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_env(service: &str, version: &str, limits: SpanLimits) -> Result<Self, ConfigError> {
+        let variables = |name: &str| env::var(name).ok().map(|value| value.trim().to_owned());
         Self::from_variables(
-            |variable| env::var(variable).ok(),
-            default_service_name,
+            &|name| variables(name).filter(|value| !value.is_empty()),
+            service,
             version,
-            volume,
+            limits,
         )
     }
 
-    /// Reads the configuration from `variables` (the environment, or a test's map).
-    fn from_variables(
-        variables: impl Fn(&str) -> Option<String>,
-        default_service_name: &str,
+    pub(crate) fn from_variables(
+        get: Variables<'_>,
+        service: &str,
         version: &str,
-        volume: SpanVolume,
+        limits: SpanLimits,
     ) -> Result<Self, ConfigError> {
-        let non_empty =
-            |variable: &str| variables(variable).filter(|value| !value.trim().is_empty());
-        let number = |variable: &'static str| -> Result<Option<u64>, ConfigError> {
-            non_empty(variable)
-                .map(|value| {
-                    value.trim().parse().map_err(|_| ConfigError {
-                        variable,
-                        value,
-                        expected: "a whole number".to_owned(),
-                    })
-                })
-                .transpose()
+        check_sdk_variables(get)?;
+        let log_filter = get("RUST_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
+        EnvFilter::builder().parse(&log_filter).map_err(|_| {
+            refused(
+                "RUST_LOG",
+                &log_filter,
+                "directives like info,orders_api=debug",
+            )
+        })?;
+        let sdk_disabled = one_of(get, "OTEL_SDK_DISABLED", &["true", "false"])? == Some("true");
+        let exporter = |signal: Signal| {
+            let variable = format!("OTEL_{}_EXPORTER", signal.upper());
+            Ok(
+                match one_of(get, &variable, &["otlp", "console", "none"])? {
+                    _ if sdk_disabled => Exporter::None,
+                    Some("console") => Exporter::Console,
+                    Some("none") => Exporter::None,
+                    _ => Exporter::Otlp,
+                },
+            )
         };
-        for &variable in PROTOCOL_VARIABLES {
-            if let Some(value) = non_empty(variable)
-                && !SUPPORTED_PROTOCOLS.contains(&value.trim().to_ascii_lowercase().as_str())
-            {
-                return Err(ConfigError {
-                    variable,
-                    value,
-                    expected: SUPPORTED_PROTOCOLS.join(" or "),
-                });
-            }
+        let exporters = [
+            exporter(Signal::Traces)?,
+            exporter(Signal::Metrics)?,
+            exporter(Signal::Logs)?,
+        ];
+        let mut endpoints = Vec::new();
+        for (signal, exporter) in Signal::ALL.into_iter().zip(exporters) {
+            let otlp = exporter == Exporter::Otlp;
+            endpoints.push(if otlp {
+                endpoint(get, signal)?
+            } else {
+                String::new()
+            });
         }
-        let sdk_disabled = match non_empty("OTEL_SDK_DISABLED") {
-            None => false,
-            Some(value) => match value.trim().to_ascii_lowercase().as_str() {
-                "true" => true,
-                "false" => false,
-                _ => {
-                    return Err(ConfigError {
-                        variable: "OTEL_SDK_DISABLED",
-                        value,
-                        expected: "true or false".to_owned(),
-                    });
-                }
-            },
-        };
-        let service_name = non_empty("OTEL_SERVICE_NAME")
-            .or_else(|| {
-                non_empty("OTEL_RESOURCE_ATTRIBUTES")
-                    .and_then(|attributes| service_name_attribute(&attributes))
-            })
-            .unwrap_or_else(|| default_service_name.to_owned());
+        let links = number(get, "OTEL_SPAN_LINK_COUNT_LIMIT")?
+            .map_or(0, |limit| u32::try_from(limit).unwrap_or(u32::MAX));
+        let queue = number(get, "OTEL_BSP_MAX_QUEUE_SIZE")?.map_or(DEFAULT_QUEUE_SIZE, |size| {
+            usize::try_from(size).unwrap_or(usize::MAX)
+        });
         Ok(Self {
-            service_name,
+            service_name: get("OTEL_SERVICE_NAME")
+                .or_else(|| {
+                    get("OTEL_RESOURCE_ATTRIBUTES")
+                        .and_then(|attributes| service_name_attribute(&attributes))
+                })
+                .unwrap_or_else(|| service.to_owned()),
             service_version: version.to_owned(),
-            sdk_disabled,
-            log_filter: non_empty("RUST_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
-            max_links_per_span: number("OTEL_SPAN_LINK_COUNT_LIMIT")?
-                .map_or(DEFAULT_LINKS_PER_SPAN, |limit| {
-                    u32::try_from(limit).unwrap_or(u32::MAX)
-                })
-                .max(volume.max_links_per_span),
-            span_queue_size: number("OTEL_BSP_MAX_QUEUE_SIZE")?
-                .map_or(DEFAULT_QUEUE_SIZE, |size| {
-                    usize::try_from(size).unwrap_or(usize::MAX)
-                })
-                .max(volume.max_burst.saturating_mul(4)),
+            exporters,
+            log_filter,
+            links_per_span: links.max(limits.links_per_span),
+            span_queue_size: queue.max(limits.spans_per_burst.saturating_mul(4)),
+            shutdown_timeout: number(get, "TELEMETRY_SHUTDOWN_TIMEOUT_MS")?
+                .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
+            endpoints,
         })
+    }
+
+    /// The exporter of `signal`: none at all when the SDK is disabled.
+    #[must_use]
+    pub fn exporter(&self, signal: Signal) -> Exporter {
+        self.exporters[signal as usize]
+    }
+
+    /// Where `signal`'s OTLP export goes (empty when it is not exported over OTLP).
+    #[must_use]
+    pub fn endpoint(&self, signal: Signal) -> &str {
+        &self.endpoints[signal as usize]
+    }
+}
+
+/// Refuses what the SDK would read and ignore: a malformed number, an
+/// unknown sampler, a ratio outside 0–1.
+fn check_sdk_variables(get: Variables<'_>) -> Result<(), ConfigError> {
+    for name in SDK_NUMBERS {
+        number(get, name)?;
+    }
+    let sampler = one_of(get, "OTEL_TRACES_SAMPLER", SAMPLERS)?;
+    if let (Some(sampler), Some(ratio)) = (sampler, get("OTEL_TRACES_SAMPLER_ARG"))
+        && RATIO_SAMPLERS.contains(&sampler)
+        && !ratio
+            .parse::<f64>()
+            .is_ok_and(|ratio| (0.0..=1.0).contains(&ratio))
+    {
+        return Err(refused(
+            "OTEL_TRACES_SAMPLER_ARG",
+            &ratio,
+            "a ratio from 0 to 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The value of `variable`, lower-cased, if it is one of `allowed`.
+fn one_of(
+    get: Variables<'_>,
+    variable: &str,
+    allowed: &[&'static str],
+) -> Result<Option<&'static str>, ConfigError> {
+    let Some(value) = get(variable) else {
+        return Ok(None);
+    };
+    let lower = value.to_ascii_lowercase();
+    let found = allowed.iter().find(|allowed| **allowed == lower);
+    found
+        .map(|found| Some(*found))
+        .ok_or_else(|| refused(variable, &value, &allowed.join(", ")))
+}
+
+fn number(get: Variables<'_>, variable: &str) -> Result<Option<u64>, ConfigError> {
+    get(variable)
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|_| refused(variable, &value, "a whole number"))
+        })
+        .transpose()
+}
+
+/// Where the OTLP exporter sends `signal`, resolved as it resolves it: the
+/// signal's own endpoint verbatim, else the common one (plus `/v1/<signal>`
+/// over HTTP), else the protocol's default port on localhost.
+fn endpoint(get: Variables<'_>, signal: Signal) -> Result<String, ConfigError> {
+    let own = format!("OTEL_EXPORTER_OTLP_{}_PROTOCOL", signal.upper());
+    let variable = if get(&own).is_some() {
+        own
+    } else {
+        "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned()
+    };
+    let grpc = one_of(get, &variable, &["grpc", "http/protobuf"])? == Some("grpc");
+    if let Some(own) = get(&format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.upper())) {
+        return Ok(own);
+    }
+    Ok(match (get("OTEL_EXPORTER_OTLP_ENDPOINT"), grpc) {
+        (Some(common), true) => common,
+        (Some(common), false) => format!("{}/v1/{}", common.trim_end_matches('/'), signal.name()),
+        (None, true) => "http://localhost:4317".to_owned(),
+        (None, false) => format!("http://localhost:4318/v1/{}", signal.name()),
+    })
+}
+
+fn refused(variable: &str, value: &str, expected: &str) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        value: value.to_owned(),
+        expected: expected.to_owned(),
     }
 }
 
@@ -197,114 +344,200 @@ fn service_name_attribute(attributes: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::time::Duration;
 
-    use super::{ConfigError, SpanVolume, TelemetryConfig, service_name_attribute};
-
-    fn config(
-        variables: &[(&str, &str)],
-        volume: SpanVolume,
-    ) -> Result<TelemetryConfig, ConfigError> {
-        let variables: HashMap<String, String> = variables
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect();
-        TelemetryConfig::from_variables(|name| variables.get(name).cloned(), "svc", "1.0", volume)
-    }
-
-    const BATCH: SpanVolume = SpanVolume {
-        max_links_per_span: 1500,
-        max_burst: 1508,
+    use super::{
+        ConfigError, ENVIRONMENT_VARIABLES, Exporter, Signal, SpanLimits, TelemetryConfig,
     };
 
+    fn config(variables: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+        let variables: HashMap<&str, &str> = variables.iter().copied().collect();
+        let limits = SpanLimits {
+            links_per_span: 1500,
+            spans_per_burst: 1508,
+        };
+        TelemetryConfig::from_variables(
+            &|name| variables.get(name).map(|value| (*value).to_owned()),
+            "svc",
+            "1.0",
+            limits,
+        )
+    }
+
     #[test]
-    fn span_limits_are_raised_to_what_the_service_needs() {
-        let small = config(&[], SpanVolume::SMALL).unwrap();
+    fn each_signal_has_the_exporter_its_variable_names() {
+        let defaults = config(&[]).unwrap();
         assert_eq!(
-            (small.max_links_per_span, small.span_queue_size),
-            (128, 2048)
+            Signal::ALL.map(|signal| defaults.exporter(signal)),
+            [Exporter::Otlp; 3]
         );
-        let batch = config(&[], BATCH).unwrap();
-        assert_eq!(
-            (batch.max_links_per_span, batch.span_queue_size),
-            (1500, 6032)
-        );
-        // A larger setting from the environment wins; a smaller one cannot drop links.
-        let larger = config(
-            &[
-                ("OTEL_SPAN_LINK_COUNT_LIMIT", "5000"),
-                ("OTEL_BSP_MAX_QUEUE_SIZE", "100000"),
-            ],
-            BATCH,
-        )
+        let chosen = config(&[
+            ("OTEL_TRACES_EXPORTER", "console"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ])
         .unwrap();
         assert_eq!(
-            (larger.max_links_per_span, larger.span_queue_size),
-            (5000, 100_000)
+            Signal::ALL.map(|signal| chosen.exporter(signal)),
+            [Exporter::Console, Exporter::None, Exporter::Otlp]
         );
-        let smaller = config(
-            &[
-                ("OTEL_SPAN_LINK_COUNT_LIMIT", "10"),
-                ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
-            ],
-            BATCH,
-        )
+        let disabled = config(&[
+            ("OTEL_TRACES_EXPORTER", "console"),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+        ])
         .unwrap();
         assert_eq!(
-            (smaller.max_links_per_span, smaller.span_queue_size),
-            (1500, 6032)
+            Signal::ALL.map(|signal| disabled.exporter(signal)),
+            [Exporter::None; 3]
+        );
+        let error = config(&[("OTEL_LOGS_EXPORTER", "stdout")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "OTEL_LOGS_EXPORTER=\"stdout\" is not supported: expected otlp, console, none"
         );
     }
 
     #[test]
-    fn malformed_values_are_refused() {
-        let error = config(&[("OTEL_SPAN_LINK_COUNT_LIMIT", "lots")], BATCH).unwrap_err();
+    fn endpoints_are_named_as_the_exporter_resolves_them() {
+        let defaults = config(&[]).unwrap();
         assert_eq!(
-            error.to_string(),
-            "OTEL_SPAN_LINK_COUNT_LIMIT=\"lots\" is not supported: expected a whole number"
+            defaults.endpoint(Signal::Traces),
+            "http://localhost:4318/v1/traces"
         );
-        let error = config(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], BATCH).unwrap_err();
+        let grpc = config(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap();
+        assert_eq!(grpc.endpoint(Signal::Logs), "http://localhost:4317");
+        let common = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:1/x"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                common.endpoint(Signal::Logs),
+                common.endpoint(Signal::Metrics)
+            ),
+            ("http://collector:4318/v1/logs", "http://m:1/x")
+        );
+        let error = config(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")])
+            .unwrap_err()
+            .to_string();
         assert!(
-            error.to_string().contains("grpc or http/protobuf"),
+            error.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\"http/json\"")
+                && error.ends_with("grpc, http/protobuf"),
             "{error}"
         );
-        assert!(config(&[("OTEL_SDK_DISABLED", "yes")], BATCH).is_err());
     }
 
     #[test]
-    fn service_name_and_log_filter_have_defaults() {
-        let defaults = config(&[], BATCH).unwrap();
-        assert_eq!(defaults.service_name, "svc");
-        assert_eq!(defaults.log_filter, "info,sqlx::postgres::notice=warn");
-        let named = config(
-            &[
-                ("OTEL_RESOURCE_ATTRIBUTES", "service.name=shop"),
-                ("RUST_LOG", "debug"),
-            ],
-            BATCH,
-        )
+    fn limits_are_raised_to_what_the_service_needs_and_never_lowered() {
+        let needed = config(&[]).unwrap();
+        assert_eq!(
+            (
+                needed.links_per_span,
+                needed.span_queue_size,
+                needed.shutdown_timeout
+            ),
+            (1500, 6032, Duration::from_secs(5))
+        );
+        let larger = config(&[
+            ("OTEL_SPAN_LINK_COUNT_LIMIT", "5000"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100000"),
+            ("TELEMETRY_SHUTDOWN_TIMEOUT_MS", "250"),
+        ])
         .unwrap();
         assert_eq!(
-            (named.service_name.as_str(), named.log_filter.as_str()),
-            ("shop", "debug")
+            (
+                larger.links_per_span,
+                larger.span_queue_size,
+                larger.shutdown_timeout
+            ),
+            (5000, 100_000, Duration::from_millis(250))
         );
-        let both = config(
-            &[
-                ("OTEL_SERVICE_NAME", "orders"),
-                ("OTEL_RESOURCE_ATTRIBUTES", "service.name=shop"),
-            ],
-            BATCH,
-        )
+        let smaller = config(&[
+            ("OTEL_SPAN_LINK_COUNT_LIMIT", "10"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+        ])
         .unwrap();
-        assert_eq!(both.service_name, "orders");
+        assert_eq!(
+            (smaller.links_per_span, smaller.span_queue_size),
+            (1500, 6032)
+        );
+        assert!(
+            config(&[("OTEL_SPAN_LINK_COUNT_LIMIT", "lots")])
+                .unwrap_err()
+                .to_string()
+                .ends_with("a whole number")
+        );
+        assert!(config(&[("OTEL_SDK_DISABLED", "yes")]).is_err());
     }
 
     #[test]
-    fn finds_service_name_among_resource_attributes() {
-        assert_eq!(
-            service_name_attribute("deployment.environment=dev, service.name=shop ,x=y").as_deref(),
-            Some("shop")
+    fn values_the_sdk_would_ignore_are_refused() {
+        for (variable, value) in [
+            ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
+            ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+            ("RUST_LOG", "info,[unclosed"),
+        ] {
+            let error = config(&[(variable, value)]).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("{variable}=")), "{error}");
+        }
+        let ratio = [
+            ("OTEL_TRACES_SAMPLER", "TraceIdRatio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ];
+        assert!(
+            config(&ratio)
+                .unwrap_err()
+                .to_string()
+                .ends_with("a ratio from 0 to 1")
         );
-        assert_eq!(service_name_attribute("service.namespace=a"), None);
-        assert_eq!(service_name_attribute("service.name="), None);
+        assert!(config(&[ratio[0], ("OTEL_TRACES_SAMPLER_ARG", "0.1")]).is_ok());
+        // A protocol matters only to a signal exported over OTLP.
+        let console = [
+            ("OTEL_TRACES_EXPORTER", "CONSOLE"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "x"),
+        ];
+        assert_eq!(
+            config(&console).unwrap().exporter(Signal::Traces),
+            Exporter::Console
+        );
+    }
+
+    #[test]
+    fn the_service_is_named_by_the_standard_variables() {
+        let defaults = config(&[]).unwrap();
+        assert_eq!(
+            (defaults.service_name.as_str(), defaults.log_filter.as_str()),
+            ("svc", "info,sqlx::postgres::notice=warn")
+        );
+        let from_resource = config(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=dev, service.name=shop ,x=y",
+        )])
+        .unwrap();
+        assert_eq!(from_resource.service_name, "shop");
+        let both = config(&[
+            ("OTEL_SERVICE_NAME", "orders"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=shop"),
+            ("RUST_LOG", "debug"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (both.service_name.as_str(), both.log_filter.as_str()),
+            ("orders", "debug")
+        );
+    }
+
+    #[test]
+    fn the_readme_documents_every_variable() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        let undocumented: Vec<&&str> = ENVIRONMENT_VARIABLES
+            .iter()
+            .filter(|name| !readme.contains(&format!("`{name}`")))
+            .collect();
+        assert!(undocumented.is_empty(), "README lacks {undocumented:?}");
     }
 }

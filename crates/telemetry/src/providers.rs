@@ -1,92 +1,121 @@
-//! The OpenTelemetry providers, each with an OTLP exporter.
+//! The OpenTelemetry providers, each with the exporter its
+//! `OTEL_*_EXPORTER` variable names. The OTLP exporters read the protocol,
+//! endpoint, headers and timeout from the `OTEL_EXPORTER_OTLP_*` variables.
 
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanExporter,
+};
 use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
 use span_links::with_link_limit;
 
-use crate::{Telemetry, TelemetryConfig, TelemetryError};
+use crate::TelemetryError;
+use crate::config::{Exporter, Signal, TelemetryConfig};
+use crate::export_failures::Reported;
 
-/// Builds the providers. The exporters pick the protocol, endpoint, headers and
-/// timeouts from the `OTEL_EXPORTER_OTLP_*` variables.
-pub(crate) fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
-    let resource = resource(config);
-    if config.sdk_disabled {
-        // No processor: spans get ids (so stored trace contexts stay meaningful)
-        // and cost nothing more; there is no meter or logger provider at all.
-        return Ok(Telemetry {
-            tracer_provider: with_link_limit(
-                SdkTracerProvider::builder(),
-                config.max_links_per_span,
-            )
-            .with_resource(resource)
-            .build(),
-            meter_provider: None,
-            logger_provider: None,
-        });
-    }
-
-    let span_exporter =
-        SpanExporter::builder()
-            .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "trace",
-                source,
-            })?;
-    let metric_exporter =
-        MetricExporter::builder()
-            .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "metric",
-                source,
-            })?;
-    let log_exporter =
-        LogExporter::builder()
-            .build()
-            .map_err(|source| TelemetryError::Exporter {
-                signal: "log",
-                source,
-            })?;
-
-    Ok(Telemetry {
-        tracer_provider: with_link_limit(SdkTracerProvider::builder(), config.max_links_per_span)
-            .with_resource(resource.clone())
-            .with_span_processor(
-                BatchSpanProcessor::builder(span_exporter)
-                    .with_batch_config(
-                        BatchConfigBuilder::default()
-                            .with_max_queue_size(config.span_queue_size)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .build(),
-        meter_provider: Some(
-            SdkMeterProvider::builder()
-                .with_resource(resource.clone())
-                .with_reader(PeriodicReader::builder(metric_exporter).build())
-                .build(),
-        ),
-        logger_provider: Some(
-            SdkLoggerProvider::builder()
-                .with_resource(resource)
-                .with_batch_exporter(log_exporter)
-                .build(),
-        ),
-    })
-}
-
-/// The SDK's resource (which reads `OTEL_RESOURCE_ATTRIBUTES`) with this
-/// service's name and version.
-fn resource(config: &TelemetryConfig) -> Resource {
+/// The resource every signal carries: this service's name and version, and
+/// what `OTEL_RESOURCE_ATTRIBUTES` adds.
+pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
     Resource::builder()
         .with_attributes([
             KeyValue::new(SERVICE_NAME, config.service_name.clone()),
             KeyValue::new(SERVICE_VERSION, config.service_version.clone()),
         ])
         .build()
+}
+
+/// The tracer provider, with the link limit the service's spans need. Without
+/// an exporter it still gives spans ids: stored trace contexts stay real.
+pub(crate) fn tracer(
+    config: &TelemetryConfig,
+    resource: Resource,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let builder = with_link_limit(SdkTracerProvider::builder(), config.links_per_span)
+        .with_resource(resource);
+    Ok(match config.exporter(Signal::Traces) {
+        Exporter::Otlp => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .build()
+                .map_err(exporter_error(Signal::Traces))?;
+            builder.with_span_processor(span_processor(
+                Reported::new(exporter, Signal::Traces, config),
+                config,
+            ))
+        }
+        Exporter::Console => builder.with_span_processor(span_processor(
+            opentelemetry_stdout::SpanExporter::default(),
+            config,
+        )),
+        Exporter::None => builder,
+    }
+    .build())
+}
+
+/// A batch span processor whose queue holds what the service ends at once.
+fn span_processor(
+    exporter: impl SpanExporter + 'static,
+    config: &TelemetryConfig,
+) -> BatchSpanProcessor {
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(config.span_queue_size)
+        .build();
+    BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build()
+}
+
+/// The meter provider, or none when metrics are not exported.
+pub(crate) fn meter(
+    config: &TelemetryConfig,
+    resource: Resource,
+) -> Result<Option<SdkMeterProvider>, TelemetryError> {
+    let builder = SdkMeterProvider::builder().with_resource(resource);
+    Ok(match config.exporter(Signal::Metrics) {
+        Exporter::Otlp => {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .build()
+                .map_err(exporter_error(Signal::Metrics))?;
+            Some(builder.with_reader(
+                PeriodicReader::builder(Reported::new(exporter, Signal::Metrics, config)).build(),
+            ))
+        }
+        Exporter::Console => Some(builder.with_reader(
+            PeriodicReader::builder(opentelemetry_stdout::MetricExporter::default()).build(),
+        )),
+        Exporter::None => None,
+    }
+    .map(opentelemetry_sdk::metrics::MeterProviderBuilder::build))
+}
+
+/// The logger provider, or none when logs are not exported.
+pub(crate) fn logger(
+    config: &TelemetryConfig,
+    resource: Resource,
+) -> Result<Option<SdkLoggerProvider>, TelemetryError> {
+    let builder = SdkLoggerProvider::builder().with_resource(resource);
+    Ok(match config.exporter(Signal::Logs) {
+        Exporter::Otlp => {
+            let exporter = opentelemetry_otlp::LogExporter::builder()
+                .build()
+                .map_err(exporter_error(Signal::Logs))?;
+            Some(builder.with_batch_exporter(Reported::new(exporter, Signal::Logs, config)))
+        }
+        Exporter::Console => {
+            Some(builder.with_batch_exporter(opentelemetry_stdout::LogExporter::default()))
+        }
+        Exporter::None => None,
+    }
+    .map(opentelemetry_sdk::logs::LoggerProviderBuilder::build))
+}
+
+fn exporter_error(
+    signal: Signal,
+) -> impl FnOnce(opentelemetry_otlp::ExporterBuildError) -> TelemetryError {
+    move |source| TelemetryError::Exporter {
+        signal: signal.name(),
+        source,
+    }
 }
