@@ -1,353 +1,317 @@
-//! The `orders-api` binary as users run it: a real process configured by
-//! environment variables, exporting over real OTLP (gRPC and HTTP) to a
-//! receiver in this test, stopped with SIGTERM.
+//! The `orders-api` binary (in CI the release build, as compose runs it):
+//! configured by environment variables, exporting over real OTLP to a
+//! receiver in the test, stopped with SIGTERM.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test set-up fails loudly"
-)]
+#![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
 mod common;
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use common::{TestApp, assert_error, sample_order};
-use orders_test_support::{Exited, Process, WAIT, free_port, otel_env};
-use otlp_receiver::{OtlpReceiver, ReceivedSpan, Signal, Transport};
+use clap::CommandFactory as _;
+use common::{TestApp, assert_error, check_order_spans, sample_order, stored_contexts};
+use orders_test_support::{
+    OtlpReceiver, Process, Silent, WAIT, assert_reads_every_variable, body, compose_environment,
+    database_url, free_port, hex, otel_env, repository_root, string, wait_until,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
-use uuid::Uuid;
 
-/// The `orders-api` binary, running and answering `/healthz`, with a client
-/// for it.
-struct RunningApi {
-    process: Process,
-    app: TestApp,
+fn binary() -> PathBuf {
+    orders_test_support::binary("ORDERS_API_BIN", env!("CARGO_BIN_EXE_orders-api"))
 }
 
-impl RunningApi {
-    /// Starts the binary (the one cargo built for this test run, or another
-    /// build, say `target/release/orders-api`, named by `ORDERS_API_BIN`)
-    /// with `env` and a port of its own.
-    async fn start(env: &[(&str, String)]) -> Self {
-        let port = free_port();
-        let mut env = env.to_vec();
-        env.push(("LISTEN_ADDR", format!("127.0.0.1:{port}")));
-        let app = TestApp {
-            address: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
-        };
-        let process = Process::orders_api(&[], &env)
-            .serving(&app.url("/healthz"))
-            .await;
-        Self { process, app }
-    }
-
-    fn sigterm(&self) {
-        self.process.sigterm();
-    }
-
-    async fn wait_for_exit(self) -> Exited {
-        self.process.wait(WAIT).await
-    }
-}
-
-/// Posts orders and answers every kind of request, then stops the process and
-/// checks what the receiver holds against what the database holds.
-async fn exports_every_order_over(protocol: &str, transport: Transport, pool: PgPool) {
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let api = RunningApi::start(&otel_env(&pool, &receiver, protocol)).await;
-    answer_every_kind_of_request(&api).await;
-    api.sigterm();
-    api.wait_for_exit().await.assert_success();
-    check_exported_orders(&receiver, &pool).await;
-    check_exported_logs_and_metrics(&receiver, transport);
-}
-
-/// Five orders, a read, and one request for each kind of error.
-async fn answer_every_kind_of_request(api: &RunningApi) {
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        let response = api.app.post_order(&sample_order()).await;
-        assert_eq!(response.status().as_u16(), 201);
-        let body: Value = response.json().await.unwrap();
-        ids.push(body["id"].as_str().unwrap().to_owned());
-    }
-    let read = api.app.get(&format!("/orders/{}", ids[0])).await;
-    assert_eq!(read.status().as_u16(), 200);
-    assert_eq!(api.app.get("/readyz").await.status().as_u16(), 200);
-    assert_error(
-        api.app
-            .post_order(&json!({"customer_id": "", "items": []}))
-            .await,
-        422,
-        "validation_failed",
-    )
-    .await;
-    assert_error(
-        api.app
-            .post_order(&json!({"customer_id": "c", "items": [], "x": 1}))
-            .await,
-        422,
-        "invalid_body",
-    )
-    .await;
-    let malformed = api.app.post_raw(Some("application/json"), "{").await;
-    assert_error(malformed, 400, "malformed_json").await;
-    let plain = api.app.post_raw(None, sample_order().to_string()).await;
-    assert_error(plain, 415, "unsupported_media_type").await;
-    let huge = api
-        .app
-        .post_raw(Some("application/json"), " ".repeat(70_000))
+/// The binary with `env`, listening on a port of its own, answering.
+async fn start(env: &[(&str, String)]) -> (Process, TestApp) {
+    let port = free_port();
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+    };
+    let mut env = env.to_vec();
+    env.push(("LISTEN_ADDR", format!("127.0.0.1:{port}")));
+    let process = Process::spawn(binary(), &[], &env)
+        .serving(&app.url("/healthz"))
         .await;
-    assert_error(huge, 413, "payload_too_large").await;
-    let unknown = api.app.get(&format!("/orders/{}", Uuid::new_v4())).await;
-    assert_error(unknown, 404, "order_not_found").await;
-    let bad_id = api.app.get("/orders/42").await;
-    assert_error(bad_id, 400, "invalid_order_id").await;
+    (process, app)
 }
 
-/// One exported receive-order span per stored order, with its two children,
-/// whose ids are the stored traceparent; nothing from the exporter's own stack.
-async fn check_exported_orders(receiver: &OtlpReceiver, pool: &PgPool) {
-    // Everything was flushed at shutdown: no waiting needed, but allow for the
-    // receiver's own processing of the last request.
-    let spans = receiver
-        .wait_for_spans(Duration::from_secs(5), |spans| {
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
+    // Each run's receiver port speaks one protocol: what arrives came over it.
+    for protocol in ["grpc", "http/protobuf"] {
+        sqlx::query("DELETE FROM orders")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let receiver = OtlpReceiver::start().await;
+        let (api, app) = start(&otel_env(&pool, &receiver, protocol)).await;
+        for _ in 0..3 {
+            assert_eq!(app.post(&sample_order()).await.status().as_u16(), 201);
+        }
+        assert_error(
+            app.post(&json!({"customer_id": "", "items": []})).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        api.sigterm();
+        api.wait(WAIT).await.assert_code(0);
+
+        // Flushed at exit: everything is there.
+        let spans = receiver.spans();
+        for traceparent in stored_contexts(&pool)
+            .await
+            .into_iter()
+            .map(|(traceparent, _)| traceparent)
+        {
+            check_order_spans(&spans, &traceparent);
+        }
+        let own = [
+            "POST /orders",
+            "receive-order",
+            "validate",
+            "persist-order",
+            "GET /healthz",
+        ];
+        assert!(
             spans
                 .iter()
-                .filter(|span| span.name() == "receive-order")
-                .count()
-                >= 7
-        })
-        .await;
-    let stored: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, traceparent FROM orders")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), 5);
-    let accepted: Vec<&ReceivedSpan> = spans
-        .iter()
-        .filter(|span| span.name() == "receive-order" && span.str_attribute("order.id").is_some())
-        .collect();
-    assert_eq!(accepted.len(), stored.len());
-    for (id, traceparent) in &stored {
-        let receive = accepted
+                .all(|span| span.service == "orders-api" && own.contains(&span.name())),
+            "{protocol}: no span of the exporter's own stack"
+        );
+        let logs = receiver.logs();
+        let received = logs
             .iter()
-            .find(|span| span.str_attribute("order.id") == Some(id.to_string().as_str()))
-            .unwrap_or_else(|| panic!("no receive-order span for order {id}"));
-        assert_eq!(receive.service_name, "orders-api");
-        assert_eq!(
-            *traceparent,
-            format!("00-{}-{}-01", receive.trace_id(), receive.span_id())
-        );
-        let children: HashSet<&str> = spans
+            .find(|log| body(log) == Some("order received"))
+            .unwrap();
+        let receive = spans
             .iter()
-            .filter(|span| span.parent_span_id().as_deref() == Some(receive.span_id().as_str()))
-            .map(ReceivedSpan::name)
-            .collect();
+            .find(|span| Some(span.span_id()) == hex(&received.span_id))
+            .unwrap();
         assert_eq!(
-            children,
-            HashSet::from(["validate", "persist-order"]),
-            "order {id}"
+            (receive.name(), hex(&received.trace_id)),
+            ("receive-order", Some(receive.trace_id()))
         );
-    }
-
-    // Only the service's own spans: the exporter's HTTP/gRPC stack is not traced.
-    let allowed = HashSet::from([
-        "POST /orders",
-        "GET /orders/{id}",
-        "GET /healthz",
-        "GET /readyz",
-        "receive-order",
-        "validate",
-        "persist-order",
-        "SELECT orders",
-    ]);
-    for span in &spans {
+        let metrics = receiver.metric_names();
         assert!(
-            allowed.contains(span.name()),
-            "unexpected span {:?}",
-            span.name()
+            ["orders.received", "http.server.request.duration"]
+                .iter()
+                .all(|name| metrics.iter().any(|metric| metric == name)),
+            "{metrics:?}"
         );
     }
 }
 
-/// Logs carry the ids of their span; both instruments arrive; all three signals
-/// used the configured transport only.
-fn check_exported_logs_and_metrics(receiver: &OtlpReceiver, transport: Transport) {
-    let spans = receiver.spans();
-    // Logs carry the trace and span of the span they were written in.
-    let logs = receiver.log_records();
-    let received_log = logs
-        .iter()
-        .find(|log| log.body_text().as_deref() == Some("order received"))
-        .expect("an 'order received' log record");
-    let receive = spans
-        .iter()
-        .find(|span| {
-            span.name() == "receive-order" && Some(span.span_id()) == received_log.span_id()
-        })
-        .expect("the log names a receive-order span");
-    assert_eq!(received_log.trace_id(), Some(receive.trace_id()));
-
-    let metrics: HashSet<String> = receiver
-        .metrics()
-        .iter()
-        .map(|m| m.name().to_owned())
-        .collect();
-    assert!(metrics.contains("orders.received"), "{metrics:?}");
-    assert!(
-        metrics.contains("http.server.request.duration"),
-        "{metrics:?}"
-    );
-
-    let other = match transport {
-        Transport::Grpc => Transport::Http,
-        Transport::Http => Transport::Grpc,
-    };
-    for signal in [Signal::Traces, Signal::Metrics, Signal::Logs] {
-        assert!(
-            receiver.requests_for(signal, transport) > 0,
-            "{signal:?} over {transport:?}"
-        );
-        assert_eq!(receiver.requests_for(signal, other), 0);
-    }
-}
-
+/// With the SDK disabled, too: it exports nothing and still gives trace ids.
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn exports_over_grpc(pool: PgPool) {
-    exports_every_order_over("grpc", Transport::Grpc, pool).await;
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn exports_over_http_protobuf(pool: PgPool) {
-    exports_every_order_over("http/protobuf", Transport::Http, pool).await;
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn sigterm_lets_an_in_flight_request_finish(pool: PgPool) {
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let api = RunningApi::start(&otel_env(&pool, &receiver, "grpc")).await;
-
-    // A request whose body is only half sent when SIGTERM arrives.
+async fn sigterm_lets_an_in_flight_request_finish_and_refuses_new_ones(pool: PgPool) {
+    let receiver = OtlpReceiver::start().await;
+    let mut env = otel_env(&pool, &receiver, "grpc");
+    env.push(("OTEL_SDK_DISABLED", "true".to_owned()));
+    let (api, app) = start(&env).await;
+    // A request whose body is half sent when SIGTERM arrives.
     let body = sample_order().to_string().into_bytes();
     let (half, rest) = body.split_at(body.len() / 2);
-    let (sender, chunks) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let (sender, chunks) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     sender.send(Ok(half.to_vec())).await.unwrap();
-    let request = api
-        .app
-        .client
-        .post(api.app.url("/orders"))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(
-            tokio_stream::wrappers::ReceiverStream::new(chunks),
-        ))
-        .send();
-    let in_flight = tokio::spawn(request);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    api.sigterm();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // No new connections once shutdown began.
-    let refused = reqwest::Client::new()
-        .get(api.app.url("/healthz"))
-        .send()
-        .await;
-    assert!(
-        refused.is_err(),
-        "a new connection was accepted during shutdown"
+    let stream = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
+    let in_flight = tokio::spawn(
+        app.client
+            .post(app.url("/orders"))
+            .header("content-type", "application/json")
+            .body(stream)
+            .send(),
     );
+    // Headers and half a body take milliseconds; a second is plenty.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.sigterm();
+    let refused = || async { reqwest::get(app.url("/healthz")).await.is_err() };
+    wait_until(WAIT, "new connections refused during shutdown", refused).await;
     sender.send(Ok(rest.to_vec())).await.unwrap();
     drop(sender);
 
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status().as_u16(), 201);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    api.wait_for_exit().await.assert_success();
-    let spans = receiver
-        .wait_for_spans(Duration::from_secs(5), |spans| {
-            spans
-                .iter()
-                .any(|span| span.str_attribute("order.id") == Some(id.as_str()))
-        })
-        .await;
-    assert!(
-        spans
-            .iter()
-            .any(|span| span.str_attribute("order.id") == Some(id.as_str()))
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(
+        created["trace_id"].as_str().map(str::len),
+        Some(32),
+        "{created}"
     );
+    api.wait(WAIT).await.assert_code(0);
+    let exported = (
+        receiver.spans().len(),
+        receiver.logs().len(),
+        receiver.metric_names().len(),
+    );
+    assert_eq!(exported, (0, 0, 0));
+}
+
+/// No collector: each signal warns once, naming the endpoint and the way
+/// out, and not the SDK's own reports. A collector that never answers: the
+/// exit waits for it no longer than `TELEMETRY_SHUTDOWN_TIMEOUT_MS` (2 s
+/// here, 5 s by default). Either way, SIGTERM exits 0.
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn without_a_collector_or_with_one_that_never_answers_it_stops_cleanly(pool: PgPool) {
+    let silent = Silent::start().await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    for endpoint in [closed.clone(), format!("http://{}", silent.address)] {
+        let env = [
+            ("DATABASE_URL", database_url(&pool)),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000".to_owned()),
+            ("TELEMETRY_SHUTDOWN_TIMEOUT_MS", "2000".to_owned()),
+        ];
+        let (api, app) = start(&env).await;
+        assert_eq!(app.post(&sample_order()).await.status().as_u16(), 201);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let signalled = Instant::now();
+        api.sigterm();
+        let exited = api.wait(WAIT).await;
+        exited.assert_code(0);
+        assert!(signalled.elapsed() < Duration::from_secs(6), "{exited}");
+        assert!(!exited.stdout.contains("opentelemetry"), "{exited}");
+        if endpoint != closed {
+            assert!(
+                exited.stdout.contains("telemetry not flushed at exit"),
+                "{exited}"
+            );
+            continue;
+        }
+        for signal in ["traces", "metrics", "logs"] {
+            let warning = format!("cannot export {signal} to {closed}/v1/{signal}");
+            let lines: Vec<&str> = exited
+                .stdout
+                .lines()
+                .filter(|line| line.contains(&warning))
+                .collect();
+            assert_eq!(lines.len(), 1, "{exited}");
+            assert!(lines[0].contains("=console") && lines[0].contains("OTEL_SDK_DISABLED=true"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn configuration_errors_exit_2_and_an_unreachable_database_1() {
+    let unreachable = (
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/orders".to_owned(),
+    );
+    let cases = [
+        (vec![], 2, "DATABASE_URL"),
+        (
+            vec![
+                unreachable.clone(),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
+            ],
+            2,
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        (
+            vec![
+                unreachable.clone(),
+                ("OTEL_TRACES_EXPORTER", "jaeger".to_owned()),
+            ],
+            2,
+            "OTEL_TRACES_EXPORTER",
+        ),
+        (
+            vec![
+                unreachable,
+                ("DATABASE_ACQUIRE_TIMEOUT_SECS", "1".to_owned()),
+                ("OTEL_SDK_DISABLED", "true".to_owned()),
+            ],
+            1,
+            "127.0.0.1:1/orders",
+        ),
+    ];
+    for (env, code, named) in cases {
+        let exited = Process::spawn(binary(), &[], &env).wait(WAIT).await;
+        exited.assert_code(code);
+        assert!(exited.stderr.contains(named), "{exited}");
+    }
+}
+
+/// `env[name]`, which must hold `compose_value` (an address in the compose
+/// network), becomes `here` (where the same thing listens in this test).
+fn relocate(env: &mut BTreeMap<String, String>, name: &str, compose_value: &str, here: String) {
+    let value = env
+        .get_mut(name)
+        .unwrap_or_else(|| panic!("compose gives no {name}"));
+    assert!(value.contains(compose_value), "{name}={value}");
+    *value = here;
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn sdk_disabled_exports_nothing_and_still_serves(pool: PgPool) {
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let mut env = otel_env(&pool, &receiver, "grpc");
-    env.push(("OTEL_SDK_DISABLED", "true".to_owned()));
-    let api = RunningApi::start(&env).await;
-
-    let response = api.app.post_order(&sample_order()).await;
-    assert_eq!(response.status().as_u16(), 201);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["trace_id"].as_str().map(str::len), Some(32), "{body}");
-    api.sigterm();
-    api.wait_for_exit().await.assert_success();
-
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        receiver.requests(Transport::Grpc) + receiver.requests(Transport::Http),
-        0
+async fn runs_with_the_environment_compose_gives_it_and_serves_the_demo_script(pool: PgPool) {
+    let mut env = compose_environment("orders-api", &[]);
+    assert_reads_every_variable(
+        "orders-api",
+        &orders_api::Config::command(),
+        orders_telemetry::ENVIRONMENT_VARIABLES,
+        &env,
     );
-}
-
-/// Runs the binary until it gives up at start-up: its exit code and stderr.
-async fn failed_start_up(env: &[(&str, String)]) -> (Option<i32>, String) {
-    let exited = Process::orders_api(&[], env).wait(WAIT).await;
-    (exited.status.code(), exited.stderr)
-}
-
-fn unreachable_database() -> (&'static str, String) {
-    (
+    let receiver = OtlpReceiver::start().await;
+    let port = free_port();
+    relocate(
+        &mut env,
         "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:1/orders".to_owned(),
-    )
-}
-
-#[tokio::test]
-async fn missing_database_url_is_a_clear_error() {
-    let (code, stderr) = failed_start_up(&[]).await;
-    assert_ne!(code, Some(0));
-    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
-}
-
-#[tokio::test]
-async fn unreachable_database_is_a_clear_error() {
-    let (code, stderr) = failed_start_up(&[
-        unreachable_database(),
-        ("DATABASE_ACQUIRE_TIMEOUT_SECS", "1".to_owned()),
-        ("OTEL_SDK_DISABLED", "true".to_owned()),
-    ])
-    .await;
-    assert_eq!(code, Some(1));
-    assert!(
-        stderr.contains("connecting to the database (DATABASE_URL)"),
-        "{stderr}"
+        "@postgres:5432/",
+        database_url(&pool),
     );
-    assert!(stderr.contains("127.0.0.1:1/orders"), "{stderr}");
-}
+    relocate(
+        &mut env,
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "otel-collector:4317",
+        receiver.endpoint("grpc"),
+    );
+    relocate(
+        &mut env,
+        "LISTEN_ADDR",
+        "0.0.0.0:3000",
+        format!("127.0.0.1:{port}"),
+    );
+    let pairs: Vec<(&str, String)> = env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
+    let url = format!("http://127.0.0.1:{port}");
+    let api = Process::spawn(binary(), &[], &pairs)
+        .serving(&format!("{url}/readyz"))
+        .await;
 
-#[tokio::test]
-async fn unsupported_otlp_protocol_is_a_clear_error() {
-    let (code, stderr) = failed_start_up(&[
-        unreachable_database(),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
-    ])
+    let posted = Process::spawn(
+        repository_root().join("scripts/post-orders.sh"),
+        &["5"],
+        &[("ORDERS_API_URL", url)],
+    )
+    .wait(WAIT)
     .await;
-    assert_eq!(code, Some(2), "a configuration error");
-    assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{stderr}");
+    posted.assert_code(0);
+    let orders: Vec<Value> = posted
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(orders.len(), 5, "{posted}");
+    assert!(orders.iter().all(|order| order["status"] == "pending"));
+    api.sigterm();
+    api.wait(WAIT).await.assert_code(0);
+    let spans = receiver.spans();
+    for traceparent in stored_contexts(&pool)
+        .await
+        .into_iter()
+        .map(|(traceparent, _)| traceparent)
+    {
+        let receive = check_order_spans(&spans, &traceparent);
+        assert_eq!(receive.service, "orders-api");
+        assert_eq!(
+            string(&receive.resource, "deployment.environment.name"),
+            Some("compose")
+        );
+    }
 }

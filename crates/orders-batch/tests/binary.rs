@@ -1,686 +1,537 @@
-//! The `orders-batch` binary as users run it: real processes configured by
-//! environment variables, on a real database, exporting over real OTLP (gRPC
-//! and HTTP) to a receiver in this test, run `--once` or on the schedule,
-//! stopped with SIGTERM or killed.
+//! The `orders-batch` binary (in CI the release build, as compose runs it):
+//! real processes configured by environment variables, exporting over real
+//! OTLP to a receiver in the test, run `--once` or on the schedule, stopped
+//! with SIGTERM or killed.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test set-up fails loudly"
-)]
+#![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use clap::CommandFactory as _;
 use common::{
-    OnceSummary as _, Row, bulk_seed, check_process_batch_span, check_reconcile_spans, count,
-    count_status, named, rows, run_once, seed_orders, stored_targets,
+    Row, assert_processed_once_by, batch_of_each_order, bulk_seed, check_reconcile_spans,
 };
-use orders_test_support::{Process, WAIT, otel_env, wait_until};
-use otlp_receiver::opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use otlp_receiver::{OtlpReceiver, ReceivedSpan};
+use common::{count_status, rows, seed_orders, stored_targets, summary};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use orders_test_support::{Exited, OtlpReceiver, Process, ReceivedSpan, Silent, WAIT};
+use orders_test_support::{assert_reads_every_variable, body, compose_environment, database_url};
+use orders_test_support::{free_port, hex, named, otel_env, string, wait_until};
 use sqlx::PgPool;
-use uuid::Uuid;
 
-/// How long spans may take to arrive once the process that exported them exited
-/// (it flushed before exiting: this only covers the receiver's own processing).
-const ARRIVE: Duration = Duration::from_secs(10);
+/// Enough orders that a run is still going when a test interrupts it.
+const LONG_RUN: i32 = 20_000;
+const NOTHING: &str =
+    "processed=0 failed=0 retrying=0 batches=0 failed_batches=0 unlinked=0 requeued=0 released=0";
 
+fn binary() -> PathBuf {
+    orders_test_support::binary("ORDERS_BATCH_BIN", env!("CARGO_BIN_EXE_orders-batch"))
+}
+
+/// `env` and `more`.
 fn with(
     mut env: Vec<(&'static str, String)>,
     more: &[(&'static str, &str)],
 ) -> Vec<(&'static str, String)> {
-    env.extend(more.iter().map(|(key, value)| (*key, (*value).to_owned())));
+    env.extend(
+        more.iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
     env
 }
 
-/// Waits until `count` orders have been reconciled and `batches`
-/// process-batch spans arrived.
-async fn wait_for_batches(
-    receiver: &OtlpReceiver,
-    batches: usize,
-    count: usize,
-) -> Vec<ReceivedSpan> {
+/// The test's database, telemetry off, and `more`: for runs about the queue.
+fn quiet(pool: &PgPool, more: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let env = with(
+        vec![("DATABASE_URL", database_url(pool))],
+        &[("OTEL_SDK_DISABLED", "true")],
+    );
+    with(env, more)
+}
+
+async fn run_once(env: &[(&str, String)]) -> Exited {
+    Process::spawn(binary(), &["--once"], env).wait(WAIT).await
+}
+
+/// The spans, once `batches` process-batch and `orders` reconcile spans arrived.
+async fn batch_spans(receiver: &OtlpReceiver, batches: usize, orders: usize) -> Vec<ReceivedSpan> {
+    let count = |spans: &[ReceivedSpan]| {
+        (
+            named(spans, "process-batch").len(),
+            named(spans, "reconcile").len(),
+        )
+    };
     let spans = receiver
-        .wait_for_spans(ARRIVE, |spans| {
-            named(spans, "process-batch").len() >= batches
-                && named(spans, "reconcile").len() >= count
+        .wait_for_spans(Duration::from_secs(10), |spans| {
+            count(spans) >= (batches, orders)
         })
         .await;
-    assert_eq!(
-        named(&spans, "process-batch").len(),
-        batches,
-        "process-batch spans"
-    );
-    assert_eq!(named(&spans, "reconcile").len(), count, "reconcile spans");
+    assert_eq!(count(&spans), (batches, orders));
     spans
 }
 
-/// Every row processed once, by the batch span `batch_of` names for it.
-fn assert_processed_once_by(rows: &[Row], batch_of: impl Fn(&Row) -> (String, String)) {
-    for row in rows {
-        assert_eq!(row.status, "processed", "{row:?}");
-        assert_eq!(row.attempts, 1, "{row:?}");
-        assert_eq!(row.claimed_by, None, "{row:?}");
-        assert_eq!(row.last_error, None, "{row:?}");
-        assert!(row.processed_at.is_some(), "{row:?}");
-        let (trace_id, span_id) = batch_of(row);
-        assert_eq!(
-            row.batch_trace_id.as_deref(),
-            Some(trace_id.as_str()),
-            "{row:?}"
-        );
-        assert_eq!(
-            row.batch_span_id.as_deref(),
-            Some(span_id.as_str()),
-            "{row:?}"
-        );
-    }
-}
-
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn once_links_every_order_over_otlp(pool: PgPool) {
-    let seeded = seed_orders(&pool, 1500).await;
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let env = with(
-        otel_env(&pool, &receiver, "grpc"),
-        &[("BATCH_MAX_SIZE", "1500")],
-    );
-
-    let run = run_once(&env).await;
-    run.assert_success();
-    let summary = run.summary();
-    assert_eq!(
-        (summary.processed, summary.batches, summary.unlinked),
-        (1500, 1, 0),
-        "{run}"
-    );
-    assert_eq!(
-        (
-            summary.failed,
-            summary.retrying,
-            summary.failed_batches,
-            summary.requeued,
-            summary.released
-        ),
-        (0, 0, 0, 0, 0),
-        "{run}"
-    );
-
-    let spans = wait_for_batches(&receiver, 1, 1500).await;
-    let batches = named(&spans, "process-batch");
-    let batch = batches[0];
-    assert_eq!(batch.links().len(), 1500);
-    assert_eq!(batch.int_attribute("batch.size"), Some(1500));
-    let links = check_process_batch_span(batch);
-
-    // The links are exactly the stored contexts, trace state included, each
-    // named by its order.
-    let stored = stored_targets(&pool).await;
-    assert_eq!(stored.len(), 1500);
-    assert_eq!(links, stored);
-    let seeded_ids: HashSet<String> = seeded.iter().map(|order| order.id.to_string()).collect();
-    assert_eq!(links.keys().cloned().collect::<HashSet<_>>(), seeded_ids);
-    assert!(
-        links.values().any(|(_, _, state)| !state.is_empty()),
-        "trace states travel with the links"
-    );
-
-    // One reconcile child per order, each linked to its own order's context.
-    let reconciled = check_reconcile_spans(&spans, &batches, &stored);
-    assert_eq!(reconciled.len(), 1500);
-
-    // The database spans: claiming and requeueing are roots, marking is a child.
-    for span in spans
-        .iter()
-        .filter(|span| span.service_name == "orders-batch")
-    {
-        match span.name() {
-            "mark-orders" => {
-                assert_eq!(span.kind(), SpanKind::Client);
-                assert_eq!(span.parent_span_id(), Some(batch.span_id()));
-            }
-            "claim-orders" | "requeue-expired-claims" => {
-                assert_eq!(span.kind(), SpanKind::Client);
-                assert_eq!(span.parent_span_id(), None, "{}", span.name());
-            }
-            "process-batch" | "reconcile" => {}
-            other => panic!("unexpected span {other:?}"),
-        }
-    }
-    assert_eq!(named(&spans, "mark-orders").len(), 1);
-    // One claim that got the batch, one that found nothing left.
-    assert_eq!(named(&spans, "claim-orders").len(), 2);
-
-    assert_processed_once_by(&rows(&pool).await, |_| (batch.trace_id(), batch.span_id()));
-
-    // Logs written during the batch carry its trace and span.
-    let logs = receiver
-        .wait_for_logs(ARRIVE, |logs| {
-            logs.iter()
-                .any(|log| log.body_text().as_deref() == Some("batch done"))
-        })
-        .await;
-    for message in ["processing a batch", "batch done"] {
-        let log = logs
-            .iter()
-            .find(|log| log.body_text().as_deref() == Some(message))
-            .unwrap_or_else(|| panic!("no {message:?} log record"));
-        assert_eq!(log.service_name, "orders-batch");
-        assert_eq!(log.trace_id(), Some(batch.trace_id()), "{message}");
-        assert_eq!(log.span_id(), Some(batch.span_id()), "{message}");
-    }
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn once_cuts_batches_of_1000_oldest_first_by_default_over_http(pool: PgPool) {
+async fn once_links_every_order_in_batches_of_1000_and_then_finds_nothing(pool: PgPool) {
     seed_orders(&pool, 1500).await;
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let env = otel_env(&pool, &receiver, "http/protobuf");
-
+    let receiver = OtlpReceiver::start().await;
+    let env = otel_env(&pool, &receiver, "grpc");
     let run = run_once(&env).await;
-    run.assert_success();
-    let summary = run.summary();
-    assert_eq!(
-        (summary.processed, summary.batches, summary.unlinked),
-        (1500, 2, 0),
-        "{run}"
-    );
+    run.assert_code(0);
+    let done = "processed=1500 failed=0 retrying=0 batches=2 failed_batches=0 unlinked=0 requeued=0 released=0";
+    assert_eq!(summary(&run), done);
 
-    let spans = wait_for_batches(&receiver, 2, 1500).await;
+    let spans = batch_spans(&receiver, 2, 1500).await;
     let mut batches = named(&spans, "process-batch");
     batches.sort_by_key(|batch| batch.span.start_time_unix_nano);
     let sizes: Vec<usize> = batches.iter().map(|batch| batch.links().len()).collect();
-    assert_eq!(sizes, [1000, 500]);
+    assert_eq!(sizes, [1000, 500], "more links than the SDK's 128");
+    assert_eq!(batches[1].int("batch.processed_count"), Some(500));
     let stored = stored_targets(&pool).await;
-    let mut linked = HashMap::new();
-    for batch in &batches {
-        for (order, target) in check_process_batch_span(batch) {
-            assert_eq!(stored.get(&order), Some(&target), "link for {order}");
-            assert!(linked.insert(order, batch.span_id()).is_none());
-        }
-    }
-    assert_eq!(linked.len(), 1500);
+    let batch_of = batch_of_each_order(&batches, &stored);
     check_reconcile_spans(&spans, &batches, &stored);
-
-    // The first batch holds the 1000 oldest orders.
     let rows = rows(&pool).await;
-    let (oldest, newest) = rows.split_at(1000);
-    assert_processed_once_by(oldest, |_| (batches[0].trace_id(), batches[0].span_id()));
-    assert_processed_once_by(newest, |_| (batches[1].trace_id(), batches[1].span_id()));
-    for row in &rows {
-        assert_eq!(linked.get(&row.id.to_string()), row.batch_span_id.as_ref());
+    assert_processed_once_by(&rows, |row| batch_of[&row.id.to_string()].clone());
+    // Oldest first, each batch in a trace of its own.
+    let first = (batches[0].trace_id(), batches[0].span_id());
+    assert!(
+        rows[..1000]
+            .iter()
+            .all(|row| batch_of[&row.id.to_string()] == first)
+    );
+    assert_ne!(batches[0].trace_id(), batches[1].trace_id());
+    for span in spans
+        .iter()
+        .filter(|span| span.span.kind() == SpanKind::Client)
+    {
+        assert_eq!(
+            span.parent().is_some(),
+            span.name() == "mark-orders",
+            "only marking is in a batch"
+        );
     }
+    // Log records and lines written in a batch carry its trace.
+    for batch in &batches {
+        let logs = receiver.logs();
+        let ids = |log: &&LogRecord| {
+            (hex(&log.trace_id), hex(&log.span_id))
+                == (Some(batch.trace_id()), Some(batch.span_id()))
+        };
+        let mut bodies: Vec<&str> = logs.iter().filter(ids).filter_map(body).collect();
+        bodies.sort_unstable();
+        assert_eq!(bodies, ["batch done", "processing a batch"]);
+        let line = format!("trace_id={}", batch.trace_id());
+        assert!(
+            run.stdout
+                .lines()
+                .any(|done| done.contains("batch done") && done.ends_with(&line)),
+            "{run}"
+        );
+    }
+
+    let again = run_once(&env).await;
+    assert_eq!(summary(&again), NOTHING);
+    assert!(again.stdout.contains("no pending orders"), "{again}");
+    let spans = receiver
+        .wait_for_spans(WAIT, |spans| named(spans, "claim-orders").len() >= 4)
+        .await;
+    assert_eq!(
+        named(&spans, "process-batch").len(),
+        2,
+        "nothing pending, no batch span"
+    );
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn two_processes_at_once_process_every_order_exactly_once(pool: PgPool) {
+async fn two_processes_at_once_process_and_link_every_order_exactly_once(pool: PgPool) {
     seed_orders(&pool, 3000).await;
-    let receiver = OtlpReceiver::start().await.unwrap();
+    let receiver = OtlpReceiver::start().await;
     let env = with(
         otel_env(&pool, &receiver, "grpc"),
         &[("BATCH_MAX_SIZE", "200")],
     );
-
-    let first = Process::orders_batch(&["--once"], &env);
-    let second = Process::orders_batch(&["--once"], &env);
-    let (first, second) = (first.wait(WAIT).await, second.wait(WAIT).await);
-    first.assert_success();
-    second.assert_success();
-    let (a, b) = (first.summary(), second.summary());
-    assert_eq!(a.processed + b.processed, 3000, "{first}\n{second}");
-    assert_eq!(a.failed + b.failed + a.retrying + b.retrying, 0);
-    assert_eq!(a.failed_batches + b.failed_batches, 0);
-    let batch_count = a.batches + b.batches;
-    assert!(batch_count >= 15, "{a:?} {b:?}");
-
-    let spans = wait_for_batches(&receiver, batch_count, 3000).await;
-    let batches = named(&spans, "process-batch");
-    let stored = stored_targets(&pool).await;
-    let mut linked: HashMap<String, (String, String)> = HashMap::new();
-    for batch in &batches {
-        assert!(batch.links().len() <= 200);
-        for (order, target) in check_process_batch_span(batch) {
-            assert_eq!(stored.get(&order), Some(&target), "link for {order}");
-            let previous = linked.insert(order.clone(), (batch.trace_id(), batch.span_id()));
-            assert!(
-                previous.is_none(),
-                "order {order} is linked from two batches"
-            );
-        }
+    let both = [
+        Process::spawn(binary(), &["--once"], &env),
+        Process::spawn(binary(), &["--once"], &env),
+    ];
+    let mut batches = 0;
+    for run in both {
+        let run = run.wait(WAIT).await;
+        run.assert_code(0);
+        batches += summary(&run)
+            .split(' ')
+            .find_map(|field| field.strip_prefix("batches=")?.parse::<usize>().ok())
+            .unwrap();
     }
-    assert_eq!(
-        linked.len(),
-        3000,
-        "every order is linked from exactly one batch"
-    );
-    let reconciled = check_reconcile_spans(&spans, &batches, &stored);
-    assert_eq!(reconciled.len(), 3000);
 
+    let spans = batch_spans(&receiver, batches, 3000).await;
+    let batches = named(&spans, "process-batch");
+    assert!(batches.iter().all(|batch| batch.links().len() <= 200));
+    let stored = stored_targets(&pool).await;
+    let batch_of = batch_of_each_order(&batches, &stored);
+    assert_eq!(check_reconcile_spans(&spans, &batches, &stored).len(), 3000);
     assert_processed_once_by(&rows(&pool).await, |row| {
-        linked[&row.id.to_string()].clone()
+        batch_of[&row.id.to_string()].clone()
     });
-    // How the work was shared (usually about half each); not asserted, as a
-    // process that starts late may find nothing left.
-    println!("first: {a:?}\nsecond: {b:?}");
-}
-
-/// Seeds `count` orders for the long runs that get interrupted.
-const LONG_RUN: i32 = 20_000;
-/// `SHUTDOWN_GRACE_SECS` for the SIGTERM tests, and what bounds their stop.
-const GRACE_SECS: u64 = 5;
-
-/// One order's processing as the database records it.
-type Processing = (
-    Uuid,
-    i32,
-    Option<String>,
-    Option<String>,
-    Option<chrono::DateTime<chrono::Utc>>,
-);
-
-async fn processed_rows(pool: &PgPool) -> Vec<Processing> {
-    sqlx::query_as(
-        "SELECT id, attempts, batch_trace_id, batch_span_id, processed_at FROM orders \
-         WHERE status = 'processed' ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn a_worker_killed_mid_run_loses_nothing(pool: PgPool) {
+async fn a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(pool: PgPool) {
     bulk_seed(&pool, LONG_RUN).await;
-    let total = usize::try_from(LONG_RUN).unwrap();
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let env = with(
-        otel_env(&pool, &receiver, "grpc"),
+    let env = quiet(
+        &pool,
         &[("BATCH_MAX_SIZE", "50"), ("BATCH_CLAIM_TIMEOUT_SECS", "1")],
     );
-
     // The first worker's sessions are named, to see when they are gone.
-    let mut first_env = env.clone();
-    for (key, value) in &mut first_env {
-        if *key == "DATABASE_URL" {
-            value.push_str("&application_name=killed-worker");
-        }
-    }
-    let mut first = Process::orders_batch(&["--once"], &first_env);
+    let mut named_env = env.clone();
+    named_env[0].1.push_str("&application_name=killed-worker");
+    let mut first = Process::spawn(binary(), &["--once"], &named_env);
+    let processed = || async { count_status(&pool, "processed").await };
     wait_until(WAIT, "the first orders processed", || async {
-        count_status(&pool, "processed").await >= 100
+        processed().await >= 100
     })
     .await;
     first.sigkill();
-    let first = first.wait(WAIT).await;
-    assert_eq!(first.status.code(), None, "killed: {first}");
-    // A statement the worker sent just before it died still runs (and
-    // commits) on the server: wait until its sessions have ended.
-    wait_until(WAIT, "the killed worker's sessions to end", || async {
-        count(
-            &pool,
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'killed-worker'",
-        )
-        .await
-            == 0
-    })
-    .await;
-
-    let processed_before = processed_rows(&pool).await;
-    let processing = count_status(&pool, "processing").await;
-    let pending = count_status(&pool, "pending").await;
-    assert_eq!(processed_before.len() + processing + pending, total);
-    assert!(processing + pending > 0, "the run was over before the kill");
-    println!(
-        "killed with {} processed, {processing} processing, {pending} pending",
-        processed_before.len()
-    );
-
-    // The dead worker's claims expire after a second.
-    wait_until(
-        Duration::from_secs(5),
-        "the killed worker's claims to expire",
-        || async {
-            count(
-                &pool,
-                "SELECT count(*) FROM orders WHERE status = 'processing' AND claim_expires_at >= now()",
-            )
+    assert_eq!(first.wait(WAIT).await.status.code(), None, "killed");
+    // A statement sent just before the kill still commits: wait for its sessions to end.
+    let sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'killed-worker'";
+    let gone = || async {
+        sqlx::query_scalar::<_, i64>(sessions)
+            .fetch_one(&pool)
             .await
-                == 0
-        },
-    )
-    .await;
+            .unwrap()
+            == 0
+    };
+    wait_until(WAIT, "the killed worker's sessions to end", gone).await;
+    let before: Vec<Row> = rows(&pool)
+        .await
+        .into_iter()
+        .filter(|row| row.status == "processed")
+        .collect();
+    let held = count_status(&pool, "processing").await;
+    assert!(before.len() < 20_000, "the run was over before the kill");
+    // The killed worker's claims expire after a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let second = run_once(&env).await;
-    second.assert_success();
-    let summary = second.summary();
-    assert_eq!(summary.requeued, processing, "{second}");
-    if processing > 0 {
-        assert!(
-            second
-                .stdout
-                .contains("claims of a worker that stopped before finishing expired"),
-            "{second}"
-        );
-    }
-    assert_eq!(
-        summary.processed,
-        total - processed_before.len(),
+    let (done, rest) = (summary(&second), 20_000 - before.len());
+    assert!(
+        done.starts_with(&format!("processed={rest} failed=0 retrying=0 ")),
         "{second}"
     );
-    assert_eq!(
-        (summary.failed, summary.retrying, summary.failed_batches),
-        (0, 0, 0),
+    assert!(
+        done.ends_with(&format!(" requeued={held} released=0")),
         "{second}"
     );
-
-    assert_eq!(count_status(&pool, "processed").await, total);
-    // What the killed worker finished, the second run left alone: each order
-    // was processed by one batch only.
-    let processed_after: HashMap<Uuid, Processing> = processed_rows(&pool)
-        .await
-        .into_iter()
-        .map(|row| (row.0, row))
-        .collect();
-    for before in &processed_before {
-        assert_eq!(before.1, 1, "{before:?}");
-        assert_eq!(
-            processed_after.get(&before.0),
-            Some(before),
-            "processed again"
-        );
-    }
-    // Orders the killed worker held were claimed twice; the others once.
-    let attempts: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT attempts, count(*) FROM orders GROUP BY attempts ORDER BY attempts")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let expected: Vec<(i32, i64)> = [(1, total - processing), (2, processing)]
-        .into_iter()
-        .filter(|(_, count)| *count > 0)
-        .map(|(attempts, count)| (attempts, i64::try_from(count).unwrap()))
-        .collect();
-    assert_eq!(attempts, expected);
-    for row in rows(&pool).await {
-        assert!(
-            row.batch_trace_id.is_some() && row.batch_span_id.is_some(),
-            "{row:?}"
-        );
-        assert_eq!(row.claimed_by, None, "{row:?}");
-    }
+    // What the killed worker finished was left alone; what it held was claimed twice.
+    let after = rows(&pool).await;
+    let cleared = |row: &Row| row.last_error.is_none() && row.claimed_by.is_none();
+    assert!(
+        after.iter().all(cleared),
+        "processing clears the expired claim's error"
+    );
+    assert!(
+        before
+            .iter()
+            .all(|row| row.attempts == 1 && after.contains(row))
+    );
+    assert_eq!(
+        after.iter().filter(|row| row.status == "processed").count(),
+        20_000
+    );
+    assert_eq!(after.iter().filter(|row| row.attempts == 2).count(), held);
 }
 
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn sigterm_mid_run_finishes_the_batch_and_exits_zero(pool: PgPool) {
-    bulk_seed(&pool, LONG_RUN).await;
-    let total = usize::try_from(LONG_RUN).unwrap();
-    let receiver = OtlpReceiver::start().await.unwrap();
+/// SIGTERM to a running batch: it finishes the batch in hand within the 5 s
+/// grace, exits 0, leaves nothing claimed and the rest pending.
+async fn sigterm_mid_run(pool: &PgPool, args: &[&str], more: &[(&'static str, &str)]) -> Exited {
+    bulk_seed(pool, LONG_RUN).await;
     let env = with(
-        otel_env(&pool, &receiver, "grpc"),
-        &[
-            ("BATCH_MAX_SIZE", "50"),
-            ("SHUTDOWN_GRACE_SECS", &GRACE_SECS.to_string()),
-        ],
+        quiet(
+            pool,
+            &[("BATCH_MAX_SIZE", "50"), ("SHUTDOWN_GRACE_SECS", "5")],
+        ),
+        more,
     );
-
-    let run = Process::orders_batch(&["--once"], &env);
+    let run = Process::spawn(binary(), args, &env);
     wait_until(WAIT, "the first orders processed", || async {
-        count_status(&pool, "processed").await > 0
+        count_status(pool, "processed").await > 0
     })
     .await;
     let signalled = Instant::now();
     run.sigterm();
     let run = run.wait(WAIT).await;
-    let stopped_in = signalled.elapsed();
-    run.assert_success();
-    assert!(
-        stopped_in < Duration::from_secs(GRACE_SECS + 3),
-        "took {stopped_in:?} to stop\n{run}"
+    run.assert_code(0);
+    assert!(signalled.elapsed() < Duration::from_secs(8), "{run}");
+    assert_eq!(
+        count_status(pool, "processing").await,
+        0,
+        "nothing left claimed"
     );
+    assert!(
+        count_status(pool, "pending").await > 0,
+        "the run was over before SIGTERM: {run}"
+    );
+    run
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn sigterm_during_once_finishes_the_batch_in_hand_and_a_later_run_the_rest(pool: PgPool) {
+    let run = sigterm_mid_run(&pool, &["--once"], &[]).await;
     assert!(
         run.stdout
             .contains("shutting down: finishing the batch in hand"),
         "{run}"
     );
-
-    let summary = run.summary();
-    assert_eq!(
-        count_status(&pool, "processing").await,
-        0,
-        "nothing left claimed"
-    );
     let processed = count_status(&pool, "processed").await;
-    let pending = count_status(&pool, "pending").await;
-    assert_eq!(processed + pending, total);
-    assert!(pending > 0, "the run was over before SIGTERM: {run}");
-    assert_eq!(summary.processed, processed, "{run}");
-    assert_eq!((summary.failed, summary.failed_batches), (0, 0), "{run}");
-    // The batch in hand finished, so nothing had to be given back; orders the
-    // run did not reach were never claimed.
-    assert_eq!(summary.released, 0, "{run}");
-    let unclaimed = count(
-        &pool,
-        "SELECT count(*) FROM orders WHERE status = 'pending' AND attempts = 0 AND claimed_by IS NULL",
-    )
-    .await;
-    assert_eq!(unclaimed, pending);
-
-    // A later run picks up the rest.
-    let rest = run_once(&env).await;
-    rest.assert_success();
-    assert_eq!(rest.summary().processed, pending, "{rest}");
-    assert_eq!(count_status(&pool, "processed").await, total);
+    assert!(
+        summary(&run).starts_with(&format!("processed={processed} "))
+            && summary(&run).ends_with(" released=0")
+    );
+    let rest = run_once(&quiet(&pool, &[])).await;
+    assert!(
+        summary(&rest).starts_with(&format!("processed={} ", 20_000 - processed)),
+        "{rest}"
+    );
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn scheduled_mode_runs_on_ticks_and_stops_at_once_between_runs(pool: PgPool) {
-    let mut seeded = seed_orders(&pool, 10).await;
-    let receiver = OtlpReceiver::start().await.unwrap();
+async fn sigterm_during_a_scheduled_run_finishes_the_batch_in_hand(pool: PgPool) {
+    let run = sigterm_mid_run(&pool, &[], &[("BATCH_SCHEDULE", "* * * * * *")]).await;
+    assert!(
+        run.stdout.contains("run finished") && run.stdout.contains("orders-batch stopped"),
+        "{run}"
+    );
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn on_the_schedule_it_runs_on_ticks_and_stops_at_once_between_runs(pool: PgPool) {
+    seed_orders(&pool, 10).await;
+    let receiver = OtlpReceiver::start().await;
     let env = with(
         otel_env(&pool, &receiver, "grpc"),
         &[("BATCH_SCHEDULE", "* * * * * *")],
     );
-
-    let mut scheduled = Process::orders_batch(&[], &env);
+    let mut scheduled = Process::spawn(binary(), &[], &env);
+    let processed = |count| {
+        let pool = &pool;
+        async move { count_status(pool, "processed").await == count }
+    };
+    wait_until(Duration::from_secs(10), "orders on a tick", || {
+        processed(10)
+    })
+    .await;
+    seed_orders(&pool, 5).await;
     wait_until(
         Duration::from_secs(10),
-        "the first orders processed on a tick",
-        || async { count_status(&pool, "processed").await == 10 },
+        "later orders on a later tick",
+        || processed(15),
     )
     .await;
-    // A later tick takes orders stored after the first run.
-    seeded.extend(seed_orders(&pool, 5).await);
-    wait_until(
-        Duration::from_secs(10),
-        "later orders processed on a later tick",
-        || async { count_status(&pool, "processed").await == 15 },
-    )
-    .await;
-    assert!(scheduled.running(), "the scheduled process keeps running");
-
-    // Stop between runs: ticks come every second and take milliseconds.
+    assert!(scheduled.running());
     let signalled = Instant::now();
     scheduled.sigterm();
-    let scheduled = scheduled.wait(WAIT).await;
-    let stopped_in = signalled.elapsed();
-    scheduled.assert_success();
+    let stopped = scheduled.wait(WAIT).await;
+    stopped.assert_code(0);
     assert!(
-        stopped_in < Duration::from_millis(2500),
-        "took {stopped_in:?} to stop between runs\n{scheduled}"
+        signalled.elapsed() < Duration::from_secs(4),
+        "it stops at once between runs"
     );
-    assert!(
-        scheduled.stdout.contains("orders-batch stopped"),
-        "{scheduled}"
-    );
-    assert!(
-        !scheduled.stdout.contains("orders-batch --once:"),
-        "no summary outside --once\n{scheduled}"
-    );
-
+    assert!(stopped.stdout.contains("orders-batch stopped") && !stopped.stdout.contains("--once:"));
     let spans = receiver
-        .wait_for_spans(ARRIVE, |spans| named(spans, "reconcile").len() >= 15)
+        .wait_for_spans(WAIT, |spans| named(spans, "reconcile").len() >= 15)
         .await;
-    let batches = named(&spans, "process-batch");
-    assert!(batches.len() >= 2, "two runs, at least two batches");
-    let mut linked = HashSet::new();
-    for batch in &batches {
-        for order in check_process_batch_span(batch).into_keys() {
-            assert!(linked.insert(order));
-        }
+    let stored = stored_targets(&pool).await;
+    assert_eq!(
+        batch_of_each_order(&named(&spans, "process-batch"), &stored).len(),
+        15
+    );
+}
+
+#[tokio::test]
+async fn configuration_errors_exit_2_naming_the_variable() {
+    let database = "postgres://postgres@127.0.0.1:1/orders";
+    let cases = [
+        ("BATCH_SCHEDULE", "0 * * * *", "6 fields"),
+        ("BATCH_MAX_SIZE", "10001", "BATCH_MAX_SIZE"),
+        ("OTEL_LOGS_EXPORTER", "stdout", "OTEL_LOGS_EXPORTER"),
+        ("DATABASE_URL", "", "DATABASE_URL"),
+    ];
+    for (variable, value, named) in cases {
+        let mut env = vec![
+            ("DATABASE_URL", database.to_owned()),
+            (variable, value.to_owned()),
+        ];
+        env.retain(|(name, _)| !(value.is_empty() && *name == variable));
+        let run = run_once(&env).await;
+        run.assert_code(2);
+        assert!(run.stderr.contains(named), "{run}");
     }
-    let ids: HashSet<String> = seeded.iter().map(|order| order.id.to_string()).collect();
-    assert_eq!(linked, ids);
-    for row in rows(&pool).await {
-        assert_eq!(
-            (row.status.as_str(), row.attempts),
-            ("processed", 1),
-            "{row:?}"
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn rust_log_quiets_the_logs_and_not_one_span_or_link(pool: PgPool) {
+    seed_orders(&pool, 20).await;
+    let receiver = OtlpReceiver::start().await;
+    let run = run_once(&with(
+        otel_env(&pool, &receiver, "grpc"),
+        &[("RUST_LOG", "error")],
+    ))
+    .await;
+    let done = "processed=20 failed=0 retrying=0 batches=1 failed_batches=0 unlinked=0 requeued=0 released=0";
+    assert_eq!(
+        run.stdout,
+        format!("orders-batch --once: {done}\n"),
+        "the summary and no INFO line"
+    );
+    let spans = batch_spans(&receiver, 1, 20).await;
+    assert_eq!(
+        batch_of_each_order(
+            &named(&spans, "process-batch"),
+            &stored_targets(&pool).await
+        )
+        .len(),
+        20
+    );
+    assert!(
+        receiver
+            .logs()
+            .iter()
+            .all(|log| log.severity_text == "ERROR"),
+        "no INFO record either"
+    );
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn the_console_exporter_prints_each_link(pool: PgPool) {
+    seed_orders(&pool, 3).await;
+    let console = [
+        ("OTEL_TRACES_EXPORTER", "console"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_LOGS_EXPORTER", "none"),
+    ];
+    let run = run_once(&with(vec![("DATABASE_URL", database_url(&pool))], &console)).await;
+    run.assert_code(0);
+    let spans = run.stdout.split("Span #");
+    let batch = spans
+        .into_iter()
+        .find(|span| span.contains("Name         : process-batch"))
+        .unwrap_or_else(|| panic!("{run}"));
+    for (trace_id, span_id, _) in stored_targets(&pool).await.into_values() {
+        assert!(
+            batch.contains(&format!("TraceId: {trace_id}\n\tSpanId : {span_id}")),
+            "{batch}"
         );
     }
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn sigterm_during_a_scheduled_run_finishes_the_batch_and_exits_zero(pool: PgPool) {
-    bulk_seed(&pool, LONG_RUN).await;
-    let total = usize::try_from(LONG_RUN).unwrap();
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let env = with(
-        otel_env(&pool, &receiver, "grpc"),
-        &[
-            ("BATCH_SCHEDULE", "* * * * * *"),
-            ("BATCH_MAX_SIZE", "50"),
-            ("SHUTDOWN_GRACE_SECS", &GRACE_SECS.to_string()),
-        ],
-    );
-
-    let scheduled = Process::orders_batch(&[], &env);
-    wait_until(WAIT, "the first orders processed on a tick", || async {
-        count_status(&pool, "processed").await > 0
-    })
-    .await;
-    let signalled = Instant::now();
-    scheduled.sigterm();
-    let scheduled = scheduled.wait(WAIT).await;
-    let stopped_in = signalled.elapsed();
-    scheduled.assert_success();
-    assert!(
-        stopped_in < Duration::from_secs(GRACE_SECS + 3),
-        "took {stopped_in:?} to stop\n{scheduled}"
-    );
-
-    // The run in progress stopped after its batch in hand: nothing is left
-    // claimed, nothing was given back, the rest waits for a later run.
-    assert_eq!(count_status(&pool, "processing").await, 0, "{scheduled}");
-    let processed = count_status(&pool, "processed").await;
-    let pending = count_status(&pool, "pending").await;
-    assert_eq!(processed + pending, total);
-    assert!(pending > 0, "the run was over before SIGTERM: {scheduled}");
-    assert!(scheduled.stdout.contains("run finished"), "{scheduled}");
-    assert!(
-        scheduled.stdout.contains("orders-batch stopped"),
-        "{scheduled}"
-    );
-}
-
-#[tokio::test]
-async fn invalid_schedule_is_refused_at_start() {
-    let database = (
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:1/orders".to_owned(),
-    );
-    for schedule in ["0 * * * *", "every hour"] {
-        let run = run_once(&[database.clone(), ("BATCH_SCHEDULE", schedule.to_owned())]).await;
-        assert_eq!(run.code(), 2, "{run}");
-        assert!(run.stderr.contains("BATCH_SCHEDULE"), "{run}");
-        assert!(run.stderr.contains("6 fields"), "{run}");
-    }
-
-    let run = run_once(&[]).await;
-    assert_eq!(run.code(), 2, "{run}");
-    assert!(run.stderr.contains("DATABASE_URL"), "{run}");
-
-    let run = run_once(&[database, ("BATCH_MAX_SIZE", "10001".to_owned())]).await;
-    assert_eq!(run.code(), 2, "{run}");
-    assert!(run.stderr.contains("BATCH_MAX_SIZE"), "{run}");
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn nothing_pending_exports_no_process_batch_span(pool: PgPool) {
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let run = run_once(&otel_env(&pool, &receiver, "grpc")).await;
-    run.assert_success();
-    assert_eq!(run.summary(), common::Summary::default(), "{run}");
-    assert!(run.stdout.contains("no pending orders"), "{run}");
-
-    // The process flushed before exiting: what it did export is there.
-    let spans = receiver
-        .wait_for_spans(ARRIVE, |spans| !named(spans, "claim-orders").is_empty())
-        .await;
-    assert_eq!(named(&spans, "claim-orders").len(), 1);
-    assert!(named(&spans, "process-batch").is_empty());
-    assert!(named(&spans, "reconcile").is_empty());
-    assert!(
-        receiver
-            .log_records()
-            .iter()
-            .any(|log| log.body_text().as_deref() == Some("no pending orders")),
-        "the log record is exported too"
-    );
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn a_quiet_rust_log_keeps_the_spans_and_links(pool: PgPool) {
-    seed_orders(&pool, 20).await;
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let env = with(otel_env(&pool, &receiver, "grpc"), &[("RUST_LOG", "warn")]);
-
-    let run = run_once(&env).await;
-    run.assert_success();
-    assert_eq!(run.summary().processed, 20, "{run}");
-    assert!(
-        !run.stdout.contains("sqlx::postgres::notice"),
-        "other crates' info logs are off: {run}"
-    );
-
-    let spans = wait_for_batches(&receiver, 1, 20).await;
-    assert_eq!(named(&spans, "process-batch")[0].links().len(), 20);
-    for row in rows(&pool).await {
-        assert!(row.batch_trace_id.is_some(), "{row:?}");
+async fn without_a_collector_or_with_one_that_never_answers_it_does_the_work_and_exits_0(
+    pool: PgPool,
+) {
+    let silent = Silent::start().await;
+    for endpoint in [
+        format!("http://127.0.0.1:{}", free_port()),
+        format!("http://{}", silent.address),
+    ] {
+        sqlx::query("DELETE FROM orders")
+            .execute(&pool)
+            .await
+            .unwrap();
+        seed_orders(&pool, 50).await;
+        // A shutdown timeout of 2 s (5 s by default) bounds the flush at exit.
+        let more = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("TELEMETRY_SHUTDOWN_TIMEOUT_MS", "2000"),
+        ];
+        let env = with(vec![("DATABASE_URL", database_url(&pool))], &more);
+        let run = run_once(&env).await;
+        run.assert_code(0);
+        assert!(summary(&run).starts_with("processed=50 failed=0"), "{run}");
+        assert!(run.ran_for < Duration::from_secs(6), "{run}");
     }
 }
 
 #[tokio::test]
-async fn sigterm_during_start_up_exits_zero() {
+async fn sigterm_during_start_up_exits_0() {
     // A "database" that accepts connections and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent = Silent::start().await;
+    let database = format!("postgres://postgres@{}/orders", silent.address);
     let env = [
-        (
-            "DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:{port}/orders"),
-        ),
+        ("DATABASE_URL", database),
         ("DATABASE_ACQUIRE_TIMEOUT_SECS", "60".to_owned()),
         ("OTEL_SDK_DISABLED", "true".to_owned()),
     ];
-    for args in [&["--once"][..], &[][..]] {
-        let process = Process::orders_batch(args, &env);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut connected = 0;
+    for args in [&["--once"][..], &[]] {
+        let process = Process::spawn(binary(), args, &env);
+        // Connecting comes after the signal handlers are in place.
+        let connecting = || async { silent.accepted() > connected };
+        wait_until(WAIT, "the service connecting to its database", connecting).await;
+        connected = silent.accepted();
         process.sigterm();
         let exited = process.wait(Duration::from_secs(5)).await;
-        assert_eq!(exited.code(), 0, "{args:?}: {exited}");
+        exited.assert_code(0);
         assert!(
             exited.stdout.contains("stopped during start-up"),
             "{exited}"
         );
     }
-    silent.abort();
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn runs_with_the_environment_compose_gives_it_on_a_schedule_from_the_shell(pool: PgPool) {
+    assert_eq!(
+        compose_environment("orders-batch", &[])["BATCH_SCHEDULE"],
+        "0 0 * * * *"
+    );
+    let mut env = compose_environment("orders-batch", &[("BATCH_SCHEDULE", "* * * * * *")]);
+    assert_reads_every_variable(
+        "orders-batch",
+        &orders_batch::Config::command(),
+        orders_telemetry::ENVIRONMENT_VARIABLES,
+        &env,
+    );
+    // Where compose's services listen, here.
+    let receiver = OtlpReceiver::start().await;
+    for (name, compose, here) in [
+        ("DATABASE_URL", "@postgres:5432/", database_url(&pool)),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "otel-collector:4317",
+            receiver.endpoint("grpc"),
+        ),
+    ] {
+        assert!(env[name].contains(compose), "{name}={}", env[name]);
+        env.insert(name.to_owned(), here);
+    }
+    seed_orders(&pool, 12).await;
+    let pairs: Vec<(&str, String)> = env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
+    let scheduled = Process::spawn(binary(), &[], &pairs);
+    wait_until(WAIT, "orders processed on a tick", || async {
+        count_status(&pool, "processed").await == 12
+    })
+    .await;
+    scheduled.sigterm();
+    scheduled.wait(WAIT).await.assert_code(0);
+    let spans = receiver
+        .wait_for_spans(WAIT, |spans| named(spans, "reconcile").len() >= 12)
+        .await;
+    let batches = named(&spans, "process-batch");
+    assert_eq!(
+        batch_of_each_order(&batches, &stored_targets(&pool).await).len(),
+        12
+    );
+    for batch in batches {
+        let environment = string(&batch.resource, "deployment.environment.name");
+        assert_eq!(
+            (batch.service.as_str(), environment),
+            ("orders-batch", Some("compose"))
+        );
+    }
 }

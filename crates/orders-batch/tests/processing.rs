@@ -1,15 +1,10 @@
 //! What runs do to the orders table: every order processed exactly once, none
 //! lost when a worker dies, claims respected, shutdown honoured.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test set-up fails loudly"
-)]
+#![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
 mod common;
 
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::{rows, seed_orders, settings, worker};
@@ -31,80 +26,6 @@ async fn claim_and_die(pool: &PgPool, lease: Duration) -> claims::Claim {
     )
     .await
     .unwrap()
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn two_workers_running_together_process_each_order_once(pool: PgPool) {
-    const ORDERS: usize = 2000;
-    seed_orders(&pool, ORDERS).await;
-    // Each worker runs on a thread and runtime of its own, with its own pool,
-    // as a second process would. Both connect first and then start together,
-    // so neither can finish the whole table before the other begins.
-    let start_together = Arc::new(Barrier::new(2));
-    let spawn_worker = |start: Arc<Barrier>| {
-        let options = pool.connect_options().as_ref().clone();
-        std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async {
-                let pool = PgPool::connect_with(options).await.unwrap();
-                pool.acquire().await.unwrap();
-                start.wait();
-                worker(&pool, settings(20))
-                    .run(&CancellationToken::new())
-                    .await
-                    .unwrap()
-            })
-        })
-    };
-    let first = spawn_worker(Arc::clone(&start_together));
-    let second = spawn_worker(start_together);
-    let (first, second) =
-        tokio::task::spawn_blocking(move || (first.join().unwrap(), second.join().unwrap()))
-            .await
-            .unwrap();
-
-    assert_eq!(
-        first.processed + second.processed,
-        ORDERS,
-        "{first} / {second}"
-    );
-    assert!(
-        first.processed > 0 && second.processed > 0,
-        "both workers took part: {first} / {second}"
-    );
-    let rows = rows(&pool).await;
-    assert_eq!(rows.len(), ORDERS);
-    assert!(
-        rows.iter()
-            .all(|row| row.status == "processed" && row.attempts == 1 && row.claimed_by.is_none())
-    );
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn an_order_claimed_by_a_worker_that_died_is_processed_by_the_next_run(pool: PgPool) {
-    seed_orders(&pool, 5).await;
-    let dead = claim_and_die(&pool, Duration::ZERO).await;
-    assert_eq!(dead.orders.len(), 5);
-    assert!(
-        rows(&pool)
-            .await
-            .iter()
-            .all(|row| row.status == "processing")
-    );
-
-    let summary = worker(&pool, settings(10))
-        .run(&CancellationToken::new())
-        .await
-        .unwrap();
-
-    assert_eq!((summary.requeued, summary.processed), (5, 5));
-    for row in rows(&pool).await {
-        assert_eq!(row.status, "processed");
-        assert_eq!(
-            row.attempts, 2,
-            "the dead worker's claim counts as an attempt"
-        );
-        assert_eq!(row.last_error, None, "processing clears the error");
-    }
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]

@@ -1,19 +1,123 @@
-//! Helpers for integration tests that run the real service binaries
-//! (`orders-api`, `orders-batch`) as processes against the per-test database
-//! `#[sqlx::test]` creates, exporting to an [`otlp_receiver::OtlpReceiver`].
-//!
-//! Both services' tests used to carry their own copies of these; this is the
-//! one place for them. It is test-only: a dev-dependency, never a dependency
-//! of the services. What is specific to one service's tests (the
-//! `orders-batch --once` summary, seeding, link checks) stays in that
-//! service's `tests/common`.
+//! What the services' tests share: a real OTLP receiver, the binaries run as
+//! processes, the environment `docker-compose.yml` gives them as Compose
+//! itself reads it, and the settings that point a binary at a test's
+//! database and receiver. Test-only: a dev-dependency, never a dependency of
+//! the services.
 
-mod binaries;
-mod env;
+mod compose;
+mod otlp;
 mod process;
-mod wait;
 
-pub use binaries::{orders_api_binary, orders_batch_binary, release_binaries};
-pub use env::{database_url, free_port, otel_env};
-pub use process::{Exited, Process};
-pub use wait::{WAIT, wait_until};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions as _, PgPool};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use compose::{assert_reads_every_variable, compose_environment, repository_root};
+pub use otlp::{OtlpReceiver, ReceivedSpan, body, hex, named, string};
+pub use process::{Exited, Process, WAIT};
+
+/// The binary under test: the build the environment variable `variable`
+/// names (CI: the release build, the one compose runs), else `cargo_built`,
+/// the one cargo built for this test run (`env!("CARGO_BIN_EXE_<name>")`).
+#[must_use]
+pub fn binary(variable: &str, cargo_built: &str) -> PathBuf {
+    std::env::var_os(variable).map_or_else(|| PathBuf::from(cargo_built), PathBuf::from)
+}
+
+/// The URL of the per-test database `#[sqlx::test]` created, with every
+/// connect option of its pool (password and TLS mode included).
+#[must_use]
+pub fn database_url(pool: &PgPool) -> String {
+    pool.connect_options().to_url_lossy().to_string()
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|error| panic!("no free port: {error}"))
+        .port()
+}
+
+/// The database, and export to `receiver` over `protocol` (`grpc` or
+/// `http/protobuf`): spans sent 100 ms after they end, metrics every second.
+#[must_use]
+pub fn otel_env(
+    pool: &PgPool,
+    receiver: &OtlpReceiver,
+    protocol: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url(pool)),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol)),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "1000".to_owned()),
+    ]
+}
+
+/// A port on 127.0.0.1 that accepts connections and never answers, until
+/// dropped: a hung collector, or a hung database.
+#[derive(Debug)]
+pub struct Silent {
+    pub address: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    holding: JoinHandle<()>,
+}
+
+impl Silent {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
+        let holding = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Self {
+            address,
+            accepted,
+            holding,
+        }
+    }
+
+    /// Connections accepted so far.
+    #[must_use]
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.holding.abort();
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; fails naming `what` after `timeout`.
+pub async fn wait_until<F: Future<Output = bool>>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

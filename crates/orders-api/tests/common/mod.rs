@@ -1,30 +1,37 @@
-//! What the integration tests share: the API served on an ephemeral port.
+//! What the API's tests share: the real router on a port of its own, spans
+//! caught in memory, and the checks an order's spans must pass wherever they
+//! were caught (in memory here, over OTLP from the binary).
 
 #![allow(dead_code, reason = "each test crate uses a different part")]
 #![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
 use std::time::Duration;
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use orders_api::AppState;
-use orders_api::server::serve;
+use orders_test_support::{ReceivedSpan, named};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::subscriber::DefaultGuard;
+use tracing_subscriber::layer::SubscriberExt as _;
 
-/// The real router, served over real HTTP on 127.0.0.1 with a port of its own.
+/// The API at `address`, with a client.
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
 }
 
+/// The real router, served over HTTP on 127.0.0.1 with a port of its own.
 pub async fn spawn_app(pool: PgPool) -> TestApp {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::new(pool);
     tokio::spawn(async move {
-        serve(
+        orders_api::server::serve(
             listener,
-            AppState::new(pool),
+            state,
             &CancellationToken::new(),
             Duration::from_secs(1),
         )
@@ -41,7 +48,7 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
-    pub async fn post_order(&self, body: &Value) -> reqwest::Response {
+    pub async fn post(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/orders"))
             .json(body)
@@ -67,36 +74,106 @@ impl TestApp {
     }
 }
 
-/// A valid order.
+/// A valid order of two items, 2599 cents.
 pub fn sample_order() -> Value {
-    json!({
-        "customer_id": "c-42",
-        "items": [
-            {"sku": "sku-1", "quantity": 2, "unit_price_cents": 1250},
-            {"sku": "sku-2", "quantity": 1, "unit_price_cents": 99}
-        ]
-    })
+    json!({"customer_id": "c-42", "items": [
+        {"sku": "sku-1", "quantity": 2, "unit_price_cents": 1250},
+        {"sku": "sku-2", "quantity": 1, "unit_price_cents": 99}
+    ]})
 }
 
-/// Checks that a response is the API's JSON error with this status and code,
-/// and returns its `error` object.
+/// Checks that `response` is the API's JSON error with `status` and `code`;
+/// returns its `error` object.
 pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/json", "content type");
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
-    let error = body["error"].clone();
-    assert_eq!(error["code"], code, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
-        error["message"]
+        body["error"]["message"]
             .as_str()
             .is_some_and(|message| !message.is_empty()),
         "{body}"
     );
-    error
+    body["error"].clone()
+}
+
+/// The stored `traceparent` and `tracestate` of every order, oldest first.
+pub async fn stored_contexts(pool: &PgPool) -> Vec<(String, Option<String>)> {
+    let query = "SELECT traceparent, tracestate FROM orders ORDER BY created_at";
+    sqlx::query_as(query).fetch_all(pool).await.unwrap()
+}
+
+/// Spans of this test's thread, caught in memory (`#[sqlx::test]` runs on a
+/// current-thread runtime, so the server's tasks share the thread).
+pub struct CapturedSpans {
+    exporter: InMemorySpanExporter,
+    provider: SdkTracerProvider,
+    _guard: DefaultGuard,
+}
+
+pub fn capture_spans() -> CapturedSpans {
+    orders_telemetry::install_propagator();
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+    let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    CapturedSpans {
+        exporter,
+        provider,
+        _guard: guard,
+    }
+}
+
+impl CapturedSpans {
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.provider.force_flush().unwrap();
+        self.exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .map(ReceivedSpan::from_sdk)
+            .collect()
+    }
+}
+
+/// The one span named `name`.
+pub fn only<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    let found = named(spans, name);
+    assert_eq!(
+        found.len(),
+        1,
+        "one {name} in {:?}",
+        spans.iter().map(ReceivedSpan::name).collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+/// Checks the spans of the order whose stored traceparent is `traceparent`:
+/// its `receive-order` span is that context, inside the request's SERVER
+/// span, with `validate` and `persist-order` under it. Returns it.
+pub fn check_order_spans<'a>(spans: &'a [ReceivedSpan], traceparent: &str) -> &'a ReceivedSpan {
+    let receive = named(spans, "receive-order")
+        .into_iter()
+        .find(|span| traceparent == format!("00-{}-{}-01", span.trace_id(), span.span_id()))
+        .unwrap_or_else(|| panic!("no receive-order span is {traceparent}"));
+    let parent = spans
+        .iter()
+        .find(|span| Some(span.span_id()) == receive.parent())
+        .unwrap();
+    assert_eq!(parent.name(), "POST /orders");
+    let mut children: Vec<&str> = spans
+        .iter()
+        .filter(|span| span.parent() == Some(receive.span_id()))
+        .map(ReceivedSpan::name)
+        .collect();
+    children.sort_unstable();
+    assert_eq!(
+        children,
+        ["persist-order", "validate"],
+        "under {traceparent}"
+    );
+    receive
 }

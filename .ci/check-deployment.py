@@ -1,0 +1,84 @@
+"""The deployment files against the rules this project keeps, which no linter
+knows: checked on the model Docker Compose itself prints (`docker-compose
+config --format json`), and on the collector configurations as YAML.
+
+Run by .ci/run with the pinned tools: check-deployment.py <docker-compose binary>.
+Whether each service reads every variable compose gives it is proven by the
+services' own tests, which start the binaries with that environment.
+"""
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OURS = {"postgres", "orders-api", "orders-batch", "otel-collector"}
+problems = []
+
+
+def check(ok, problem):
+    if not ok:
+        problems.append(problem)
+
+
+def model(*args):
+    printed = subprocess.run([sys.argv[1], *args, "config", "--format", "json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(printed.stdout)["services"]
+
+
+local, cloud = model(), model("--env-file", "signoz-cloud.env.example")
+
+check(sorted(s["published"] for s in local.values() for s in s.get("ports", [])) == ["3000", "8080"], "published ports are 3000 and 8080")
+for name, service in local.items():
+    for port in service.get("ports", []):
+        check(port.get("host_ip") == "127.0.0.1", f"{name} publishes {port['published']} beyond 127.0.0.1")
+    for dependency, how in service.get("depends_on", {}).items():
+        healthy = how["condition"] != "service_healthy" or "healthcheck" in local[dependency]
+        check(healthy, f"{name} waits for {dependency} to be healthy; it has no healthcheck")
+    for volume in service.get("volumes", []):
+        check(volume["type"] != "bind" or pathlib.Path(volume["source"]).exists(), f"{name} mounts {volume['source']}, which is missing")
+    if "build" in service:
+        targets = re.findall(r"^FROM \S+ AS (\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+        check(service["build"].get("target") in targets, f"{name} builds a target the Dockerfile lacks")
+    check(name in OURS or service.get("profiles") == ["signoz"], f"{name} is SigNoz's and runs outside the signoz profile")
+check(set(cloud) == OURS, f"with the SigNoz Cloud settings, only {sorted(OURS)} start")
+check(cloud["otel-collector"]["environment"]["SIGNOZ_OTLP_ENDPOINT"].endswith(".signoz.cloud:443"), "Cloud settings forward to SigNoz Cloud")
+
+ours = yaml.safe_load((ROOT / "otel-collector.yaml").read_text())
+signoz = yaml.safe_load((ROOT / "signoz/otel-collector.yaml").read_text())
+for file, config, service in [("otel-collector.yaml", ours, "otel-collector"), ("signoz/otel-collector.yaml", signoz, "signoz-otel-collector")]:
+    for pipeline, parts in config["service"]["pipelines"].items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in parts.get(kind, []):
+                defined = component in config.get(kind, {}) or component in config.get("connectors", {})
+                check(defined, f"{file}: {pipeline} names {component}, which is not defined")
+    # An unset ${env:...} becomes an empty string, which the collector refuses (or takes).
+    read = set(re.findall(r"\$\{env:(\w+)", (ROOT / file).read_text()))
+    given = set(local[service].get("environment", {}))
+    check(read <= given, f"{service} reads {sorted(read - given)}, which compose does not give it")
+    check(service != "otel-collector" or read == given, f"{service} is given {sorted(given - read)}, which it never reads")
+
+for pipeline, parts in ours["service"]["pipelines"].items():
+    check(parts["processors"] == ["memory_limiter", "resource_detection", "batch"], f"{pipeline}: memory_limiter first, batch last")
+    check(parts["exporters"] == ["otlp_grpc/signoz"], f"{pipeline} forwards to SigNoz")
+check(set(ours["service"]["pipelines"]) == {"traces", "metrics", "logs"}, "every signal has a pipeline")
+# otel/opentelemetry-collector-contrib 0.159 renamed these; the old names only warn, for now.
+for deprecated in ("otlp", "otlphttp", "resourcedetection"):
+    names = [name.split("/")[0] for name in [*ours["exporters"], *ours["processors"]]]
+    check(deprecated not in names, f"otel-collector.yaml uses the deprecated {deprecated}")
+
+port = lambda endpoint: endpoint.rsplit(":", 1)[1]
+grpc = port(ours["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])
+for name in ("orders-api", "orders-batch"):
+    environment = local[name]["environment"]
+    check(environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://otel-collector:{grpc}" and environment["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc", f"{name} exports over gRPC to the collector")
+signoz_grpc = port(signoz["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])
+check(local["otel-collector"]["environment"]["SIGNOZ_OTLP_ENDPOINT"] == f"signoz-otel-collector:{signoz_grpc}", "the collector forwards to SigNoz's collector")
+check(signoz["exporters"]["clickhousetraces"]["datasource"].startswith("tcp://clickhouse:9000/"), "SigNoz writes to the compose ClickHouse")
+
+for problem in problems:
+    print(f"deployment: {problem}", file=sys.stderr)
+sys.exit(1 if problems else 0)

@@ -1,0 +1,395 @@
+//! A real OTLP receiver on loopback, over gRPC and HTTP/protobuf: the tests
+//! point a binary's exporter at one of its two ports (so what arrives came
+//! over that transport) and read back what arrived. Spans from an in-memory
+//! exporter convert to the same OTLP form, so every span assertion is
+//! written once.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode as HttpStatus;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server as logs;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server as metrics;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server as traces;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1 as log, metrics::v1 as metric, trace::v1 as trace,
+};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::Link;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
+
+/// Spans carrying thousands of links pass tonic's 4 MiB and axum's 2 MiB defaults.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// One span, as the OTLP exporter sent it, with its service and resource.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    pub service: String,
+    pub resource: Vec<KeyValue>,
+    pub span: Span,
+}
+
+/// What arrived, signal by signal.
+#[derive(Debug, Default)]
+struct Received {
+    spans: Vec<ReceivedSpan>,
+    logs: Vec<LogRecord>,
+    metrics: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Received>>;
+
+/// A receiver listening on two loopback ports until dropped.
+#[derive(Debug)]
+pub struct OtlpReceiver {
+    received: Shared,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+impl OtlpReceiver {
+    /// Serves both transports on the current tokio runtime.
+    pub async fn start() -> Self {
+        let received = Shared::default();
+        let bind = || async {
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|error| panic!("{error}"))
+        };
+        let (grpc, http) = (bind().await, bind().await);
+        let addresses = [&grpc, &http].map(|listener| {
+            listener
+                .local_addr()
+                .unwrap_or_else(|error| panic!("{error}"))
+        });
+        let collector = Collector(received.clone());
+        let grpc = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(
+                    traces::TraceServiceServer::new(collector.clone())
+                        .max_decoding_message_size(MAX_MESSAGE),
+                )
+                .add_service(
+                    metrics::MetricsServiceServer::new(collector.clone())
+                        .max_decoding_message_size(MAX_MESSAGE),
+                )
+                .add_service(
+                    logs::LogsServiceServer::new(collector).max_decoding_message_size(MAX_MESSAGE),
+                )
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc))
+                .await
+                .unwrap_or_else(|error| panic!("OTLP/gRPC receiver: {error}"));
+        });
+        let app = axum::Router::new()
+            .route(
+                "/v1/traces",
+                post(over_http::<trace::ExportTraceServiceRequest>),
+            )
+            .route(
+                "/v1/metrics",
+                post(over_http::<metric::ExportMetricsServiceRequest>),
+            )
+            .route("/v1/logs", post(over_http::<log::ExportLogsServiceRequest>))
+            .layer(DefaultBodyLimit::max(MAX_MESSAGE))
+            .with_state(received.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(http, app)
+                .await
+                .unwrap_or_else(|error| panic!("OTLP/HTTP receiver: {error}"));
+        });
+        Self {
+            received,
+            grpc: addresses[0],
+            http: addresses[1],
+            tasks: [grpc, http],
+        }
+    }
+
+    /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT` with `protocol` (`grpc` or `http/protobuf`).
+    #[must_use]
+    pub fn endpoint(&self, protocol: &str) -> String {
+        format!(
+            "http://{}",
+            if protocol == "grpc" {
+                self.grpc
+            } else {
+                self.http
+            }
+        )
+    }
+
+    fn received(&self) -> MutexGuard<'_, Received> {
+        self.received.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[must_use]
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.received().spans.clone()
+    }
+
+    #[must_use]
+    pub fn logs(&self) -> Vec<LogRecord> {
+        self.received().logs.clone()
+    }
+
+    /// The names of the metrics received, a name once per export.
+    #[must_use]
+    pub fn metric_names(&self) -> Vec<String> {
+        self.received().metrics.clone()
+    }
+
+    /// Polls until `done(&spans)` or `timeout`; returns the spans either way.
+    pub async fn wait_for_spans(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let spans = self.spans();
+            if done(&spans) || tokio::time::Instant::now() >= deadline {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// An export request of one signal, kept flattened.
+trait Export: Message + Default {
+    fn keep(self, received: &mut Received);
+}
+
+impl Export for trace::ExportTraceServiceRequest {
+    fn keep(self, received: &mut Received) {
+        for resource_spans in self.resource_spans {
+            let resource = resource_spans
+                .resource
+                .map(|resource| resource.attributes)
+                .unwrap_or_default();
+            let service = string(&resource, "service.name")
+                .unwrap_or_default()
+                .to_owned();
+            for span in resource_spans
+                .scope_spans
+                .into_iter()
+                .flat_map(|scope| scope.spans)
+            {
+                received.spans.push(ReceivedSpan {
+                    service: service.clone(),
+                    resource: resource.clone(),
+                    span,
+                });
+            }
+        }
+    }
+}
+
+impl Export for log::ExportLogsServiceRequest {
+    fn keep(self, received: &mut Received) {
+        let scopes = self
+            .resource_logs
+            .into_iter()
+            .flat_map(|resource| resource.scope_logs);
+        received
+            .logs
+            .extend(scopes.flat_map(|scope| scope.log_records));
+    }
+}
+
+impl Export for metric::ExportMetricsServiceRequest {
+    fn keep(self, received: &mut Received) {
+        let scopes = self
+            .resource_metrics
+            .into_iter()
+            .flat_map(|resource| resource.scope_metrics);
+        received.metrics.extend(
+            scopes
+                .flat_map(|scope| scope.metrics)
+                .map(|metric| metric.name),
+        );
+    }
+}
+
+fn keep(received: &Shared, request: impl Export) {
+    request.keep(&mut received.lock().unwrap_or_else(PoisonError::into_inner));
+}
+
+async fn over_http<R: Export>(State(received): State<Shared>, body: Bytes) -> HttpStatus {
+    match R::decode(body) {
+        Ok(request) => {
+            keep(&received, request);
+            HttpStatus::OK
+        }
+        Err(_) => HttpStatus::BAD_REQUEST,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Collector(Shared);
+
+impl Collector {
+    fn over_grpc<R: Export, T: Default>(&self, request: Request<R>) -> Response<T> {
+        keep(&self.0, request.into_inner());
+        Response::new(T::default())
+    }
+}
+
+#[tonic::async_trait]
+impl traces::TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<trace::ExportTraceServiceRequest>,
+    ) -> Result<Response<trace::ExportTraceServiceResponse>, Status> {
+        Ok(self.over_grpc(request))
+    }
+}
+
+#[tonic::async_trait]
+impl metrics::MetricsService for Collector {
+    async fn export(
+        &self,
+        request: Request<metric::ExportMetricsServiceRequest>,
+    ) -> Result<Response<metric::ExportMetricsServiceResponse>, Status> {
+        Ok(self.over_grpc(request))
+    }
+}
+
+#[tonic::async_trait]
+impl logs::LogsService for Collector {
+    async fn export(
+        &self,
+        request: Request<log::ExportLogsServiceRequest>,
+    ) -> Result<Response<log::ExportLogsServiceResponse>, Status> {
+        Ok(self.over_grpc(request))
+    }
+}
+
+/// The string attribute `key` of `attributes`.
+#[must_use]
+pub fn string<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?
+    {
+        Value::StringValue(value) => Some(value),
+        _ => None,
+    }
+}
+
+/// Lowercase hex, as trace and span ids are written; `None` for an all-zero id.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> Option<String> {
+    let hex = bytes
+        .iter()
+        .fold(String::new(), |hex, byte| hex + &format!("{byte:02x}"));
+    bytes.iter().any(|&byte| byte != 0).then_some(hex)
+}
+
+/// A log record's body, when it is a string.
+#[must_use]
+pub fn body(record: &LogRecord) -> Option<&str> {
+    match record.body.as_ref()?.value.as_ref()? {
+        Value::StringValue(body) => Some(body),
+        _ => None,
+    }
+}
+
+impl ReceivedSpan {
+    /// A span from the SDK's in-memory exporter, in the form OTLP sends it.
+    #[must_use]
+    pub fn from_sdk(span: opentelemetry_sdk::trace::SpanData) -> Self {
+        Self {
+            service: String::new(),
+            resource: Vec::new(),
+            span: Span::from(span),
+        }
+    }
+
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.span.name
+    }
+
+    #[must_use]
+    pub fn trace_id(&self) -> String {
+        hex(&self.span.trace_id).unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn span_id(&self) -> String {
+        hex(&self.span.span_id).unwrap_or_default()
+    }
+
+    /// The parent's span id; `None` for a root.
+    #[must_use]
+    pub fn parent(&self) -> Option<String> {
+        hex(&self.span.parent_span_id)
+    }
+
+    #[must_use]
+    pub fn string(&self, key: &str) -> Option<&str> {
+        string(&self.span.attributes, key)
+    }
+
+    #[must_use]
+    pub fn int(&self, key: &str) -> Option<i64> {
+        match self
+            .span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)?
+            .value
+            .as_ref()?
+            .value
+            .as_ref()?
+        {
+            Value::IntValue(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// The status code and message; unset without a status.
+    #[must_use]
+    pub fn status(&self) -> (StatusCode, &str) {
+        self.span
+            .status
+            .as_ref()
+            .map_or((StatusCode::Unset, ""), |status| {
+                (status.code(), status.message.as_str())
+            })
+    }
+
+    #[must_use]
+    pub fn links(&self) -> &[Link] {
+        &self.span.links
+    }
+}
+
+/// The spans named `name`.
+#[must_use]
+pub fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> Vec<&'a ReceivedSpan> {
+    spans.iter().filter(|span| span.name() == name).collect()
+}
