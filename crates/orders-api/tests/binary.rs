@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory as _;
-use common::{TestApp, assert_error, check_order_spans, sample_order, stored_contexts};
+use common::{TestApp, assert_error, order_spans, sample_order};
 use orders_test_support::{
     OtlpReceiver, Process, Silent, WAIT, assert_reads_every_variable, body, compose_environment,
     database_url, free_port, hex, otel_env, repository_root, string, wait_until,
@@ -62,13 +62,7 @@ async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
 
         // Flushed at exit: everything is there.
         let spans = receiver.spans();
-        for traceparent in stored_contexts(&pool)
-            .await
-            .into_iter()
-            .map(|(traceparent, _)| traceparent)
-        {
-            check_order_spans(&spans, &traceparent);
-        }
+        assert_eq!(order_spans(&pool, &spans).await.len(), 3);
         let own = [
             "POST /orders",
             "receive-order",
@@ -302,12 +296,7 @@ async fn runs_with_the_environment_compose_gives_it_and_serves_the_demo_script(p
     api.sigterm();
     api.wait(WAIT).await.assert_code(0);
     let spans = receiver.spans();
-    for traceparent in stored_contexts(&pool)
-        .await
-        .into_iter()
-        .map(|(traceparent, _)| traceparent)
-    {
-        let receive = check_order_spans(&spans, &traceparent);
+    for receive in order_spans(&pool, &spans).await {
         assert_eq!(receive.service, "orders-api");
         assert_eq!(
             string(&receive.resource, "deployment.environment.name"),

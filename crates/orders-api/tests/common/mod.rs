@@ -104,6 +104,16 @@ pub async fn stored_contexts(pool: &PgPool) -> Vec<(String, Option<String>)> {
     sqlx::query_as(query).fetch_all(pool).await.unwrap()
 }
 
+/// The `receive-order` span of every stored order, each checked by
+/// [`check_order_spans`].
+pub async fn order_spans<'a>(pool: &PgPool, spans: &'a [ReceivedSpan]) -> Vec<&'a ReceivedSpan> {
+    let stored = stored_contexts(pool).await;
+    stored
+        .iter()
+        .map(|(traceparent, _)| check_order_spans(spans, traceparent))
+        .collect()
+}
+
 /// Spans of this test's thread, caught in memory (`#[sqlx::test]` runs on a
 /// current-thread runtime, so the server's tasks share the thread).
 pub struct CapturedSpans {
