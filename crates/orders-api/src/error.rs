@@ -2,7 +2,8 @@
 //! `{"error": {"code": "...", "message": "...", "details": [...]}}`.
 //!
 //! Every failure a client can cause maps to a 4xx here; a 500 means a bug or a
-//! broken database, never bad input.
+//! broken database, never bad input. A message quotes at most
+//! [`MAX_MESSAGE_CHARS`] characters, however much of its input a client sends.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -32,6 +33,9 @@ pub enum ApiError {
     UnreadableBody(String),
     #[error("order id {0:?} is not a UUID")]
     InvalidOrderId(String),
+    /// A path segment that is not even text (invalid percent-encoded UTF-8).
+    #[error("{0}")]
+    InvalidPath(String),
     #[error("order {0} does not exist")]
     OrderNotFound(Uuid),
     #[error("no such route")]
@@ -59,9 +63,10 @@ impl ApiError {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::UnreadableBody(_) | Self::InvalidOrderId(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::UnreadableBody(_)
+            | Self::InvalidOrderId(_)
+            | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
             Self::InvalidBody(_) | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,6 +88,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnreadableBody(_) => "unreadable_body",
             Self::InvalidOrderId(_) => "invalid_order_id",
+            Self::InvalidPath(_) => "invalid_path",
             Self::OrderNotFound(_) => "order_not_found",
             Self::RouteNotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -90,6 +96,18 @@ impl ApiError {
             Self::Store(_) => "internal_error",
         }
     }
+}
+
+/// Longest error message, in characters: messages quote what the client sent
+/// (an id, a JSON value), and a 10 KB id must not come back as a 10 KB answer.
+pub const MAX_MESSAGE_CHARS: usize = 200;
+
+fn bounded(mut message: String) -> String {
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
 }
 
 impl IntoResponse for ApiError {
@@ -105,7 +123,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %error, "request failed");
                 "internal error".to_owned()
             }
-            other => other.to_string(),
+            other => bounded(other.to_string()),
         };
         let details = match &self {
             Self::Validation(errors) => errors.fields(),

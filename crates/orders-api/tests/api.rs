@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use common::{assert_error, sample_order, spawn_app};
 use orders::db::PoolSettings;
+use orders_api::error::MAX_MESSAGE_CHARS;
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -284,4 +288,134 @@ async fn with_the_database_down_orders_are_503_and_bad_input_still_400() {
         "malformed_json",
     )
     .await;
+}
+
+/// Any text, NUL and every plane included, most of it of a valid length.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "\\PC{1,64}",
+        "[\\x00-\\x1f a-z]{1,64}",
+        "[a-z0-9-]{1,64}",
+        ".{0,300}"
+    ]
+}
+
+/// Any JSON document.
+fn document() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (-20_000_i64..20_000).prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        text().prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 5, |inner| {
+        let field = prop_oneof![
+            Just("customer_id".to_owned()),
+            Just("items".to_owned()),
+            Just("sku".to_owned()),
+            Just("quantity".to_owned()),
+            Just("unit_price_cents".to_owned()),
+            text(),
+        ];
+        prop_oneof![
+            vec(inner.clone(), 0..5).prop_map(Value::from),
+            vec((field, inner), 0..5)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+/// An order whose fields are any document: mostly valid in shape, often not in value.
+fn order() -> impl Strategy<Value = Value> {
+    let number = |valid| prop_oneof![4 => valid, 1 => any::<i64>(), 1 => (-2_i64..200_000_000)];
+    let item = (
+        prop_oneof![4 => text().prop_map(Value::from), 1 => document()],
+        number(1..=10_000_i64),
+        number(0..=100_000_000_i64),
+    )
+        .prop_map(|(sku, quantity, price)| json!({"sku": sku, "quantity": quantity, "unit_price_cents": price}));
+    (
+        prop_oneof![4 => text().prop_map(Value::from), 1 => document()],
+        vec(item, 0..4),
+    )
+        .prop_map(|(customer_id, items)| json!({"customer_id": customer_id, "items": items}))
+}
+
+/// A request a client could send: a body, the headers the API reads, and a path to GET.
+fn request() -> impl Strategy<Value = (Vec<u8>, String, Vec<(&'static str, String)>, Vec<u8>)> {
+    let body = prop_oneof![
+        4 => order().prop_map(|order| order.to_string().into_bytes()),
+        1 => document().prop_map(|document| document.to_string().into_bytes()),
+        1 => vec(any::<u8>(), 0..200),
+    ];
+    let content_type = prop_oneof![Just("application/json".to_owned()), "[ -~]{0,40}"];
+    let header = prop_oneof![
+        (Just("traceparent"), "00-[0-9a-f]{32}-[0-9a-f]{16}-0[0-3]"),
+        (Just("traceparent"), "[ -~]{0,80}"),
+        (
+            Just("tracestate"),
+            "([a-z0-9@*/_-]{1,20}=[!-+--<>-~]{1,300},){0,40}"
+        ),
+        (Just("tracestate"), "[ -~]{0,4000}"),
+        (Just("idempotency-key"), "[ -~]{0,300}"),
+    ];
+    (
+        body,
+        content_type,
+        vec(header, 0..4),
+        vec(any::<u8>(), 0..100),
+    )
+}
+
+/// Never a 5xx, and every non-2xx answer is the API's JSON error.
+async fn check_answer(response: reqwest::Response) -> Result<(), TestCaseError> {
+    let status = response.status();
+    prop_assert!(!status.is_server_error(), "{status}");
+    if !status.is_success() {
+        prop_assert_eq!(&response.headers()["content-type"], "application/json");
+        let body: Value = response.json().await.unwrap();
+        prop_assert!(body["error"]["code"].is_string(), "{}", body);
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        prop_assert!(
+            (1..=MAX_MESSAGE_CHARS + 1).contains(&message.chars().count()),
+            "{}",
+            body
+        );
+    }
+    Ok(())
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn no_request_a_client_can_send_gets_a_5xx_or_an_answer_that_is_not_the_json_error(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool).await;
+    let runtime = tokio::runtime::Handle::current();
+    let config = proptest::test_runner::Config {
+        cases: 400,
+        failure_persistence: None,
+        ..Default::default()
+    };
+    tokio::task::spawn_blocking(move || {
+        TestRunner::new(config).run(&request(), |(body, content_type, headers, path)| {
+            runtime.block_on(async {
+                let mut post = app
+                    .client
+                    .post(app.url("/orders"))
+                    .header("content-type", content_type)
+                    .body(body);
+                for (name, value) in headers {
+                    post = post.header(name, value);
+                }
+                check_answer(post.send().await.unwrap()).await?;
+                let path: String = path.iter().map(|byte| format!("%{byte:02X}")).collect();
+                check_answer(app.get(&format!("/orders/{path}")).await).await
+            })
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
 }

@@ -202,6 +202,9 @@ fn check_length(field: String, value: &str, max: usize, error: &mut impl FnMut(S
             field,
             format!("must be between 1 and {max} characters long, got {length}"),
         );
+    } else if value.contains('\0') {
+        // PostgreSQL stores no NUL in text or jsonb.
+        error(field, "must not contain U+0000 (NUL)".to_owned());
     }
 }
 
@@ -384,6 +387,16 @@ mod tests {
                 .to_string()
                 .starts_with("customer_id: must be between 1 and 64")
         );
+    }
+
+    #[test]
+    fn nul_characters_are_refused_where_postgresql_cannot_store_them() {
+        let errors = request("a\0", vec![item("s\0", 1, 1)])
+            .validate()
+            .unwrap_err();
+        let fields: Vec<&str> = errors.fields().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["customer_id", "items[0].sku"]);
+        assert!(errors.fields()[0].message.contains("U+0000"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Creating an order is the `receive-order` step (`crate::receive_order`).
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header::LOCATION;
@@ -93,8 +94,9 @@ pub async fn create_order(
 /// the `process-batch` span that processed it.
 pub async fn get_order(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderResponse>, ApiError> {
+    let Path(id) = id.map_err(|rejection| ApiError::InvalidPath(rejection.body_text()))?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::InvalidOrderId(id))?;
     let order = store::find_order(&state.pool, id)
         .await?
