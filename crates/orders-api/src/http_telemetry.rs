@@ -1,9 +1,10 @@
 //! The HTTP SERVER span and the HTTP metrics around every request, following the
 //! OpenTelemetry HTTP semantic conventions.
 //!
-//! A valid incoming `traceparent` is continued; an invalid one is ignored by the
-//! W3C propagator and the request starts a new trace.
+//! A valid incoming `traceparent` is continued, with its `tracestate` bounded;
+//! an invalid one is ignored and the request starts a new trace.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -13,8 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
-use opentelemetry::propagation::Extractor;
-use span_links::is_valid_traceparent;
+use span_links::{bounded_tracestate, is_valid_traceparent};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -103,19 +103,7 @@ pub async fn trace_request(
         user_agent.original = header(request.headers(), "user-agent"),
         error.type = Empty,
     );
-    // The SDK's propagator is lenient; only a strictly valid traceparent is continued.
-    let incoming_is_valid = request
-        .headers()
-        .get("traceparent")
-        .is_none_or(|value| value.to_str().is_ok_and(is_valid_traceparent));
-    let parent = if incoming_is_valid {
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderExtractor(request.headers()))
-        })
-    } else {
-        tracing::debug!("ignoring an invalid traceparent header");
-        opentelemetry::Context::new()
-    };
+    let parent = incoming_context(request.headers());
     // Only fails if the span already started, which it cannot have yet.
     if let Err(error) = span.set_parent(parent) {
         tracing::debug!(%error, "incoming trace context not applied");
@@ -167,15 +155,22 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Reads propagation fields from HTTP request headers.
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+/// The caller's trace context. The SDK's propagator is lenient: only a strictly
+/// valid `traceparent` is continued, and its `tracestate` is bounded first, or
+/// a client's 16 KB would ride on every span and on the stored order.
+fn incoming_context(headers: &HeaderMap) -> opentelemetry::Context {
+    let Some(traceparent) = header(headers, "traceparent") else {
+        return opentelemetry::Context::new();
+    };
+    if !is_valid_traceparent(&traceparent) {
+        tracing::debug!("ignoring an invalid traceparent header");
+        return opentelemetry::Context::new();
     }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    let mut carrier = HashMap::from([("traceparent".to_owned(), traceparent)]);
+    if let Some(tracestate) =
+        header(headers, "tracestate").and_then(|state| bounded_tracestate(&state))
+    {
+        carrier.insert("tracestate".to_owned(), tracestate);
     }
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier))
 }

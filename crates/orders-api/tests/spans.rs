@@ -89,12 +89,17 @@ async fn a_valid_incoming_trace_context_is_continued_and_an_invalid_one_is_not(p
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
     ];
+    // 16 KB: 32 members of 500 characters, which the SDK alone would keep.
+    let members = (0..32).map(|i| format!("k{i:02}={}", "x".repeat(250)));
+    let hostile: Vec<String> = std::iter::once("vendor=abc".to_owned())
+        .chain(members)
+        .collect();
     for traceparent in std::iter::once(valid.as_str()).chain(invalid) {
         let request = app
             .client
             .post(app.url("/orders"))
             .header("traceparent", traceparent)
-            .header("tracestate", "vendor=abc");
+            .header("tracestate", hostile.join(","));
         assert_eq!(
             request
                 .json(&sample_order())
@@ -117,7 +122,13 @@ async fn a_valid_incoming_trace_context_is_continued_and_an_invalid_one_is_not(p
         .find(|span| Some(span.span_id()) == continued.parent())
         .unwrap();
     assert_eq!(server.parent().as_deref(), Some(caller_span));
-    assert_eq!(stored[0].1.as_deref(), Some("vendor=abc"));
+    let bounded = hostile[..2].join(",");
+    assert_eq!(
+        stored[0].1.as_ref(),
+        Some(&bounded),
+        "512 characters at most"
+    );
+    assert_eq!(continued.span.trace_state, bounded);
     for (traceparent, _) in &stored[1..] {
         let receive = check_order_spans(&spans, traceparent);
         let server = spans

@@ -14,7 +14,7 @@ use clap::CommandFactory as _;
 use common::{
     Row, assert_processed_once_by, batch_of_each_order, bulk_seed, check_reconcile_spans,
 };
-use common::{count_status, rows, seed_orders, stored_targets, summary};
+use common::{check_process_batch, count_status, rows, seed_orders, stored_targets, summary};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use orders_test_support::{Exited, OtlpReceiver, Process, ReceivedSpan, Silent, WAIT};
@@ -142,6 +142,26 @@ async fn once_links_every_order_in_batches_of_1000_and_then_finds_nothing(pool: 
         2,
         "nothing pending, no batch span"
     );
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn the_largest_batch_of_the_largest_stored_contexts_fits_a_collectors_4_mib(pool: PgPool) {
+    // Rows the API did not bound (older ones, another writer's) may hold what
+    // the SDK keeps: 32 members of 256-character keys and values, 16 KB.
+    bulk_seed(&pool, 10_000).await;
+    let largest = "UPDATE orders SET tracestate = (SELECT string_agg(repeat('k', 253) \
+        || lpad(i::text, 3, '0') || '=' || repeat('v', 256), ',') FROM generate_series(1, 32) AS i)";
+    sqlx::query(largest).execute(&pool).await.unwrap();
+    let receiver = OtlpReceiver::start().await;
+    // The largest BATCH_MAX_SIZE, and with it the largest export request.
+    let env = with(
+        otel_env(&pool, &receiver, "grpc"),
+        &[("BATCH_MAX_SIZE", "10000")],
+    );
+    run_once(&env).await.assert_code(0);
+    let spans = batch_spans(&receiver, 1, 10_000).await;
+    let batch = named(&spans, "process-batch")[0];
+    assert_eq!(check_process_batch(batch).len(), 10_000);
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
@@ -419,7 +439,7 @@ async fn the_console_exporter_prints_each_link(pool: PgPool) {
         .into_iter()
         .find(|span| span.contains("Name         : process-batch"))
         .unwrap_or_else(|| panic!("{run}"));
-    for (trace_id, span_id, _) in stored_targets(&pool).await.into_values() {
+    for (trace_id, span_id) in stored_targets(&pool).await.into_values() {
         assert!(
             batch.contains(&format!("TraceId: {trace_id}\n\tSpanId : {span_id}")),
             "{batch}"

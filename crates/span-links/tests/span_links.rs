@@ -12,7 +12,8 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{
     InMemorySpanExporter, Sampler, SamplingResult, SdkTracerProvider, ShouldSample, SpanData,
 };
-use span_links::{Links, StoredContext, is_valid_traceparent, start_with_links, with_link_limit};
+use span_links::{Links, StoredContext, bounded_tracestate, is_valid_traceparent};
+use span_links::{start_with_links, with_link_limit};
 use tracing_subscriber::layer::SubscriberExt;
 
 fn span_context(index: u64, state: TraceState) -> SpanContext {
@@ -87,7 +88,8 @@ fn only_strictly_valid_traceparents_are_linked() {
 
 #[test]
 fn links_name_their_item_and_count_what_cannot_be_linked() {
-    let valid = StoredContext::of(&span_context(1, TraceState::NONE)).unwrap();
+    let state = TraceState::from_key_value([("vendor", "x".repeat(256))]).unwrap();
+    let valid = StoredContext::of(&span_context(1, state)).unwrap();
     let corrupt = StoredContext {
         traceparent: "00-abc-def-01".to_owned(),
         tracestate: None,
@@ -109,11 +111,52 @@ fn links_name_their_item_and_count_what_cannot_be_linked() {
         "messaging.message.id"
     );
     assert_eq!(links.unlinked().collect::<Vec<_>>(), [1, 2]);
+    let linked = &links.of_item(3).unwrap().span_context;
+    let stored = valid.span_context().unwrap();
     assert_eq!(
-        links.of_item(3).unwrap().span_context,
-        valid.span_context().unwrap()
+        (linked.trace_id(), linked.span_id(), linked.trace_flags()),
+        (stored.trace_id(), stored.span_id(), stored.trace_flags())
+    );
+    assert!(linked.is_remote());
+    assert_eq!(
+        linked.trace_state().header(),
+        "",
+        "a link has no trace state"
     );
     assert!(links.of_item(2).is_none());
+}
+
+#[test]
+fn a_tracestate_header_is_bounded_as_w3c_trace_context_allows() {
+    let member = |key: &str, length: usize| format!("{key}={}", "v".repeat(length));
+    let fits = [member("a", 100), member("b", 200), member("c", 200)].join(",");
+    assert_eq!(
+        bounded_tracestate(&format!(" {fits} ,,")),
+        Some(fits.clone())
+    );
+    let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
+    assert_eq!(
+        bounded_tracestate(&many.join(",")),
+        Some(many[..32].join(","))
+    );
+    // Too long: members over 128 characters go first, from the end.
+    let long = [
+        member("a", 200),
+        member("b", 100),
+        member("c", 250),
+        member("d", 150),
+    ];
+    assert_eq!(
+        bounded_tracestate(&long.join(",")),
+        Some([member("a", 200), member("b", 100)].join(","))
+    );
+    let short: Vec<String> = (0..32).map(|i| member(&format!("k{i:02}"), 20)).collect();
+    assert_eq!(
+        bounded_tracestate(&short.join(",")),
+        Some(short[..20].join(","))
+    );
+    assert_eq!(bounded_tracestate(&member("a", 600)), None);
+    assert_eq!(bounded_tracestate(" , "), None);
 }
 
 /// Records how many links each span had when the sampler decided.

@@ -29,8 +29,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
-/// Spans carrying thousands of links pass tonic's 4 MiB and axum's 2 MiB defaults.
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// The largest message a collector's OTLP/gRPC receiver accepts by default;
+/// held on both transports here, so that no export the services make could be
+/// refused by a collector on its defaults.
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// One span, as the OTLP exporter sent it, with its service and resource.
 #[derive(Debug, Clone)]

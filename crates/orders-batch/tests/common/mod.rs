@@ -127,42 +127,33 @@ pub fn summary(run: &Exited) -> String {
     lines[0].to_owned()
 }
 
-/// Where a link points, or a stored context names: trace id, span id, trace state.
-pub type Target = (String, String, String);
+/// Where a link points, or a stored context names: trace id, span id.
+pub type Target = (String, String);
 
 /// The stored receive-order context of every order that has one, by order id.
 pub async fn stored_targets(pool: &PgPool) -> HashMap<String, Target> {
-    let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, traceparent, tracestate FROM orders WHERE traceparent IS NOT NULL",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let target = |traceparent: &str, tracestate: Option<String>| {
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, traceparent FROM orders WHERE traceparent IS NOT NULL")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let target = |traceparent: &str| {
         let fields: Vec<&str> = traceparent.split('-').collect();
-        (
-            fields[1].to_owned(),
-            fields[2].to_owned(),
-            tracestate.unwrap_or_default(),
-        )
+        (fields[1].to_owned(), fields[2].to_owned())
     };
     rows.into_iter()
-        .map(|(id, traceparent, tracestate)| (id.to_string(), target(&traceparent, tracestate)))
+        .map(|(id, traceparent)| (id.to_string(), target(&traceparent)))
         .collect()
 }
 
-/// The order a link was made for, and where it points.
+/// The order a link was made for, and where it points; a link carries no
+/// trace state, whatever its order stored.
 pub fn link(link: &Link) -> (String, Target) {
     let order = string(&link.attributes, "messaging.message.id")
         .unwrap_or_else(|| panic!("a link without messaging.message.id"));
-    (
-        order.to_owned(),
-        (
-            hex(&link.trace_id).unwrap(),
-            hex(&link.span_id).unwrap(),
-            link.trace_state.clone(),
-        ),
-    )
+    assert_eq!(link.trace_state, "", "the link for {order}");
+    let target = (hex(&link.trace_id).unwrap(), hex(&link.span_id).unwrap());
+    (order.to_owned(), target)
 }
 
 /// Checks what every `process-batch` span must be (a root CONSUMER span, its
