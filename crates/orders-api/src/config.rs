@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use orders::db::PoolSettings;
 
+use crate::connections::ConnectionLimits;
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "orders-api",
@@ -31,6 +33,20 @@ pub struct Config {
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub database_acquire_timeout_secs: u64,
 
+    /// Most open HTTP connections; past it, a new one closes the oldest that is
+    /// between requests. Below the common 1,024 open-file limit, as nginx's default.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+
+    /// Seconds a connection has to send a request's headers, from its opening
+    /// or its last answer: idle kept-alive connections close after it too.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_read_timeout_secs: u64,
+
+    /// Seconds a client has to send a request's body, once its headers are in.
+    #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_body_read_timeout_secs: u64,
+
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -42,6 +58,15 @@ impl Config {
         PoolSettings {
             max_connections: self.database_pool_size,
             acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
+        }
+    }
+
+    #[must_use]
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.http_max_connections as usize,
+            header_read_timeout: Duration::from_secs(self.http_header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.http_body_read_timeout_secs),
         }
     }
 

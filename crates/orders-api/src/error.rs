@@ -31,6 +31,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     UnreadableBody(String),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyReadTimeout(std::time::Duration),
     #[error("order id {0:?} is not a UUID")]
     InvalidOrderId(String),
     /// A path segment that is not even text (invalid percent-encoded UTF-8).
@@ -70,6 +72,7 @@ impl ApiError {
             Self::InvalidBody(_) | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::OrderNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Store(error) if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +90,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnreadableBody(_) => "unreadable_body",
+            Self::BodyReadTimeout(_) => "request_timeout",
             Self::InvalidOrderId(_) => "invalid_order_id",
             Self::InvalidPath(_) => "invalid_path",
             Self::OrderNotFound(_) => "order_not_found",

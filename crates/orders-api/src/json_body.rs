@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::app::MAX_BODY_BYTES;
+use crate::connections::BodyReadTimeout;
 use crate::error::ApiError;
 
 /// A request body parsed as JSON into `T`.
@@ -27,17 +28,23 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         check_content_type(request.headers())?;
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge {
-                        limit: MAX_BODY_BYTES,
-                    }
-                } else {
-                    ApiError::UnreadableBody(rejection.body_text())
+        let timeout = request.extensions().get::<BodyReadTimeout>().copied();
+        let read = Bytes::from_request(request, state);
+        let read = match timeout {
+            Some(BodyReadTimeout(timeout)) => tokio::time::timeout(timeout, read)
+                .await
+                .map_err(|_| ApiError::BodyReadTimeout(timeout))?,
+            None => read.await,
+        };
+        let bytes = read.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
                 }
-            })?;
+            } else {
+                ApiError::UnreadableBody(rejection.body_text())
+            }
+        })?;
         parse(&bytes).map(Self)
     }
 }

@@ -9,10 +9,12 @@
 //!   stored with.
 //! - [`json_body`] and [`error`]: how requests are read and errors answered.
 //! - [`http_telemetry`]: the HTTP SERVER span and metrics around every request.
+//! - [`connections`]: HTTP connections, bounded in number and in time.
 //! - [`server`]: start-up, serving and graceful shutdown.
 
 pub mod app;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod http_telemetry;
 pub mod json_body;

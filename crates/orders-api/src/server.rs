@@ -1,7 +1,5 @@
 //! Start-up, serving and graceful shutdown.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, router};
 use crate::config::Config;
+use crate::connections::{self, ConnectionLimits};
 
 /// Connects to the database, applies migrations, then serves until `shutdown`
 /// is cancelled and in-flight requests finish (or the grace period runs out).
@@ -29,37 +28,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     serve(
         listener,
         AppState::new(pool),
+        config.connection_limits(),
         &shutdown,
         config.shutdown_grace(),
     )
-    .await?;
+    .await;
     tracing::info!("orders-api stopped");
     Ok(())
 }
 
-/// Serves the API on `listener`. Once `shutdown` is cancelled, stops
-/// accepting connections and waits up to `grace` for in-flight requests.
+/// Serves the API on `listener` within `limits`. Once `shutdown` is cancelled,
+/// stops accepting connections and waits up to `grace` for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: ConnectionLimits,
     shutdown: &CancellationToken,
     grace: Duration,
-) -> std::io::Result<()> {
-    let stop_accepting = shutdown.clone().cancelled_owned();
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        stop_accepting.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-    })
-    .into_future();
-    tokio::select! {
-        result = server => result,
-        () = orders::shutdown::grace_expired(shutdown, grace) => {
-            tracing::warn!(?grace, "in-flight requests did not finish in time; dropping them");
-            Ok(())
-        }
+) {
+    let connections = connections::serve(listener, router(state), limits, shutdown.clone()).await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "in-flight requests did not finish in time; dropping them"
+        );
     }
 }

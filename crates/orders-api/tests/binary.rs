@@ -25,6 +25,14 @@ fn binary() -> PathBuf {
 
 /// The binary with `env`, listening on a port of its own, answering.
 async fn start(env: &[(&str, String)]) -> (Process, TestApp) {
+    start_by(&[], env).await
+}
+
+/// [`start`], the binary run by `launcher` (such as `prlimit`).
+async fn start_by(launcher: &[&str], env: &[(&str, String)]) -> (Process, TestApp) {
+    let binary = binary();
+    let mut command = launcher.to_vec();
+    command.push(binary.to_str().unwrap());
     let port = free_port();
     let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -32,7 +40,7 @@ async fn start(env: &[(&str, String)]) -> (Process, TestApp) {
     };
     let mut env = env.to_vec();
     env.push(("LISTEN_ADDR", format!("127.0.0.1:{port}")));
-    let process = Process::spawn(binary(), &[], &env)
+    let process = Process::spawn(command[0], &command[1..], &env)
         .serving(&app.url("/healthz"))
         .await;
     (process, app)
@@ -97,6 +105,24 @@ async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
             "{metrics:?}"
         );
     }
+}
+
+/// Under the common soft limit of 1,024 open files, 1,100 connections that
+/// send nothing do not lock a new client out: the oldest idle ones make room.
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn idle_connections_past_the_open_file_limit_do_not_lock_out_a_client(pool: PgPool) {
+    let env = [
+        ("DATABASE_URL", database_url(&pool)),
+        ("OTEL_SDK_DISABLED", "true".to_owned()),
+    ];
+    let (_api, app) = start_by(&["prlimit", "--nofile=1024:1024"], &env).await;
+    let address = app.address.trim_start_matches("http://");
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        held.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(2), app.post(&sample_order())).await;
+    assert_eq!(answer.expect("an answer within 2 s").status().as_u16(), 201);
 }
 
 /// With the SDK disabled, too: it exports nothing and still gives trace ids.

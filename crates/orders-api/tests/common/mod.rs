@@ -10,6 +10,7 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use orders_api::AppState;
+use orders_api::connections::ConnectionLimits;
 use orders_test_support::{ReceivedSpan, named};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -23,6 +24,13 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// The server's limits, with a body timeout short enough to test.
+pub const LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: 512,
+    header_read_timeout: Duration::from_secs(30),
+    body_read_timeout: Duration::from_secs(1),
+};
+
 /// The real router, served over HTTP on 127.0.0.1 with a port of its own.
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -32,10 +40,11 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
         orders_api::server::serve(
             listener,
             state,
+            LIMITS,
             &CancellationToken::new(),
             Duration::from_secs(1),
         )
-        .await
+        .await;
     });
     TestApp {
         address,
