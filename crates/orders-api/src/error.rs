@@ -38,6 +38,12 @@ pub enum ApiError {
     /// A path segment that is not even text (invalid percent-encoded UTF-8).
     #[error("{0}")]
     InvalidPath(String),
+    #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("this Idempotency-Key was used for a different order")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is in progress; retry later")]
+    IdempotencyKeyInFlight,
     #[error("order {0} does not exist")]
     OrderNotFound(Uuid),
     #[error("no such route")]
@@ -68,8 +74,12 @@ impl ApiError {
             Self::MalformedJson(_)
             | Self::UnreadableBody(_)
             | Self::InvalidOrderId(_)
-            | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidBody(_) | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::InvalidPath(_)
+            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            Self::InvalidBody(_) | Self::Validation(_) | Self::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -93,6 +103,9 @@ impl ApiError {
             Self::BodyReadTimeout(_) => "request_timeout",
             Self::InvalidOrderId(_) => "invalid_order_id",
             Self::InvalidPath(_) => "invalid_path",
+            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::OrderNotFound(_) => "order_not_found",
             Self::RouteNotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",

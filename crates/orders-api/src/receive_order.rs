@@ -2,7 +2,8 @@
 //! order, then stores it with this span's W3C context: the producer side of
 //! the span-links pattern (`span_links`, steps 1 and 2).
 
-use orders::{NewOrder, Order, OrderRequest, store};
+use orders::store::{self, Inserted};
+use orders::{NewOrder, Order, OrderRequest};
 use span_links::StoredContext;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -11,8 +12,13 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// The `receive-order` step: validate, then persist with this span's context.
-pub async fn receive_order(state: &AppState, request: OrderRequest) -> Result<Order, ApiError> {
+/// The `receive-order` step: validate, then persist with this span's context;
+/// a retry with the `idempotency_key` of a stored order gets that order.
+pub async fn receive_order(
+    state: &AppState,
+    request: OrderRequest,
+    idempotency_key: Option<String>,
+) -> Result<Order, ApiError> {
     let span = tracing::info_span!(
         "receive-order",
         order.id = Empty,
@@ -22,7 +28,7 @@ pub async fn receive_order(state: &AppState, request: OrderRequest) -> Result<Or
         otel.status_code = Empty,
         otel.status_description = Empty,
     );
-    let result = validate_and_persist(state, request)
+    let result = validate_and_persist(state, request, idempotency_key)
         .instrument(span.clone())
         .await;
     if let Err(error) = &result {
@@ -33,8 +39,12 @@ pub async fn receive_order(state: &AppState, request: OrderRequest) -> Result<Or
 }
 
 /// The body of `receive-order`, run inside that span.
-async fn validate_and_persist(state: &AppState, request: OrderRequest) -> Result<Order, ApiError> {
-    let order = validate(request)?;
+async fn validate_and_persist(
+    state: &AppState,
+    request: OrderRequest,
+    idempotency_key: Option<String>,
+) -> Result<Order, ApiError> {
+    let order = validate(request)?.with_idempotency_key(idempotency_key);
     let id = Uuid::now_v7();
     let span = tracing::Span::current();
     span.record("order.id", tracing::field::display(id));
@@ -48,8 +58,20 @@ async fn validate_and_persist(state: &AppState, request: OrderRequest) -> Result
     // The batch links to this span: store its context, not the request's.
     let source_trace = StoredContext::of_current_span();
     let stored = store::insert_order(&state.pool, id, &order, source_trace.as_ref()).await?;
-    tracing::info!(order.id = %id, total_cents = stored.total_cents, "order received");
-    Ok(stored)
+    match stored {
+        Inserted::New(stored) => {
+            tracing::info!(order.id = %id, total_cents = stored.total_cents, "order received");
+            Ok(stored)
+        }
+        // The order first stored keeps its context: the batch links to that one.
+        Inserted::Replayed(first) => {
+            span.record("order.id", tracing::field::display(first.id));
+            tracing::info!(order.id = %first.id, "order retried with its idempotency key");
+            Ok(first)
+        }
+        Inserted::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        Inserted::KeyInFlight => Err(ApiError::IdempotencyKeyInFlight),
+    }
 }
 
 /// The `validate` step, in a span of its own.

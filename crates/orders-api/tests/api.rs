@@ -260,6 +260,68 @@ async fn unknown_orders_ids_routes_and_methods_get_json_errors(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_retry_with_the_same_idempotency_key_gets_the_order_first_created(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let post = |key: &str, body: &Value| {
+        let request = app
+            .client
+            .post(app.url("/orders"))
+            .header("idempotency-key", key);
+        request.json(body).send()
+    };
+    let first: Value = post("k-1", &sample_order())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Retried, bare or as the draft's quoted string: the first order, its trace.
+    for key in ["k-1", "\"k-1\""] {
+        let retry = post(key, &sample_order()).await.unwrap();
+        assert_eq!(retry.status().as_u16(), 201);
+        assert_eq!(retry.json::<Value>().await.unwrap(), first);
+    }
+    let other = json!({"customer_id": "c-43", "items": [item("s", 1, 1)]});
+    assert_error(
+        post("k-1", &other).await.unwrap(),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    // Ten at once with a new key: one order, each answer it or a 409.
+    let racing = (0..10).map(|_| tokio::spawn(post("k-2", &sample_order())));
+    let mut created = std::collections::HashSet::new();
+    for answer in racing.collect::<Vec<_>>() {
+        let answer = answer.await.unwrap().unwrap();
+        if answer.status().as_u16() == 201 {
+            created.insert(answer.json::<Value>().await.unwrap()["id"].clone());
+        } else {
+            assert_error(answer, 409, "idempotency_key_in_flight").await;
+        }
+    }
+    assert_eq!(created.len(), 1);
+    // While another request with the key is being stored: 409.
+    let mut storing = pool.acquire().await.unwrap();
+    let lock = "SELECT pg_advisory_lock(hashtextextended('k-3', 0))";
+    sqlx::query(lock).execute(&mut *storing).await.unwrap();
+    assert_error(
+        post("k-3", &sample_order()).await.unwrap(),
+        409,
+        "idempotency_key_in_flight",
+    )
+    .await;
+    for key in ["", &"k".repeat(256), "a b"] {
+        assert_error(
+            post(key, &sample_order()).await.unwrap(),
+            400,
+            "invalid_idempotency_key",
+        )
+        .await;
+    }
+    assert_eq!(stored_orders(&pool).await, 2, "one order a key");
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn health_and_readiness_with_a_database(pool: PgPool) {
     let app = spawn_app(pool).await;
     assert_eq!(

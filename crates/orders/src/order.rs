@@ -91,6 +91,7 @@ pub struct NewOrder {
     customer_id: String,
     items: Vec<LineItem>,
     total_cents: i64,
+    idempotency_key: Option<String>,
 }
 
 /// One validated line item of an order.
@@ -191,6 +192,7 @@ impl OrderRequest {
             customer_id: self.customer_id,
             total_cents: total_cents(&items),
             items,
+            idempotency_key: None,
         })
     }
 }
@@ -248,6 +250,21 @@ impl NewOrder {
     #[must_use]
     pub fn total_cents(&self) -> i64 {
         self.total_cents
+    }
+
+    /// The client's key for retrying this order safely, if it sent one.
+    #[must_use]
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+
+    /// The order with the key a client sent to retry it safely.
+    #[must_use]
+    pub fn with_idempotency_key(self, idempotency_key: Option<String>) -> Self {
+        Self {
+            idempotency_key,
+            ..self
+        }
     }
 }
 

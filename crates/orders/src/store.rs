@@ -191,12 +191,32 @@ pub(crate) async fn in_db_span<T>(
     result
 }
 
-const INSERT_ORDER: &str = "INSERT INTO orders (id, customer_id, items, total_cents, traceparent, tracestate) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
+// With a key, a transaction-scoped advisory lock on it tells "another request
+// with this key is being stored" (the lock is taken) from "stored already"
+// (the insert conflicts); two requests with one key never both insert.
+const INSERT_ORDER: &str = "INSERT INTO orders \
+     (id, customer_id, items, total_cents, traceparent, tracestate, idempotency_key) \
+     SELECT $1, $2, $3, $4, $5, $6, $7 \
+     WHERE $7::text IS NULL OR pg_try_advisory_xact_lock(hashtextextended($7, 0)) \
+     ON CONFLICT (idempotency_key) DO NOTHING \
      RETURNING id, customer_id, items, total_cents, status, created_at, traceparent, tracestate, \
      attempts, last_error, processed_at, batch_trace_id, batch_span_id";
 
-/// Stores a new pending order with the trace context the batch will link to.
+/// What storing a new order did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored now.
+    New(Order),
+    /// Its idempotency key was first used for this same order, stored then.
+    Replayed(Order),
+    /// Its idempotency key was first used for a different order.
+    KeyReused,
+    /// Another request with its idempotency key is being stored right now.
+    KeyInFlight,
+}
+
+/// Stores a new pending order with the trace context the batch will link to;
+/// with an idempotency key that was used before, stores nothing and says why.
 ///
 /// Runs in a `persist-order` span.
 pub async fn insert_order(
@@ -204,8 +224,8 @@ pub async fn insert_order(
     id: Uuid,
     order: &NewOrder,
     source_trace: Option<&StoredContext>,
-) -> Result<Order, StoreError> {
-    in_db_span(
+) -> Result<Inserted, StoreError> {
+    let inserted = in_db_span(
         db_span(pool, "persist-order", "INSERT", INSERT_ORDER),
         async {
             sqlx::query_as::<_, OrderRow>(INSERT_ORDER)
@@ -215,10 +235,48 @@ pub async fn insert_order(
                 .bind(order.total_cents())
                 .bind(source_trace.map(|trace| trace.traceparent.as_str()))
                 .bind(source_trace.and_then(|trace| trace.tracestate.as_deref()))
-                .fetch_one(pool)
+                .bind(order.idempotency_key())
+                .fetch_optional(pool)
                 .await
                 .map_err(StoreError::from_sqlx("inserting an order"))
-                .and_then(Order::try_from)
+        },
+    )
+    .await?;
+    match (inserted, order.idempotency_key()) {
+        (Some(row), _) => Order::try_from(row).map(Inserted::New),
+        (None, Some(key)) => Ok(match find_order_by_key(pool, key).await? {
+            Some(first)
+                if first.customer_id == order.customer_id() && first.items == order.items() =>
+            {
+                Inserted::Replayed(first)
+            }
+            Some(_) => Inserted::KeyReused,
+            None => Inserted::KeyInFlight,
+        }),
+        (None, None) => Err(StoreError::Corrupt {
+            id,
+            reason: "an order without a key was not inserted".to_owned(),
+        }),
+    }
+}
+
+const SELECT_ORDER_BY_KEY: &str = "SELECT id, customer_id, items, total_cents, status, created_at, \
+     traceparent, tracestate, attempts, last_error, processed_at, batch_trace_id, batch_span_id \
+     FROM orders WHERE idempotency_key = $1";
+
+/// The order stored with idempotency key `key`, if any.
+async fn find_order_by_key(pool: &PgPool, key: &str) -> Result<Option<Order>, StoreError> {
+    in_db_span(
+        db_span(pool, "SELECT orders", "SELECT", SELECT_ORDER_BY_KEY),
+        async {
+            sqlx::query_as::<_, OrderRow>(SELECT_ORDER_BY_KEY)
+                .bind(key)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::from_sqlx(
+                    "reading an order by its idempotency key",
+                ))
+                .and_then(|row| row.map(Order::try_from).transpose())
         },
     )
     .await

@@ -5,8 +5,8 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use orders::order::BatchSpan;
@@ -71,13 +71,16 @@ impl From<Order> for OrderResponse {
 }
 
 /// `POST /orders`: `201 Created` with the stored order and its `Location`.
+/// With an `Idempotency-Key`, a retry of the same order gets the order first
+/// created, whatever happened to the first answer.
 pub async fn create_order(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<JsonBody<OrderRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let outcome = match body {
-        Ok(JsonBody(request)) => receive_order(&state, request).await,
-        Err(rejection) => Err(rejection),
+    let outcome = match (idempotency_key(&headers), body) {
+        (Ok(key), Ok(JsonBody(request))) => receive_order(&state, request, key).await,
+        (Err(rejection), _) | (_, Err(rejection)) => Err(rejection),
     };
     state.metrics.order_received(&outcome);
     let order = outcome?;
@@ -88,6 +91,29 @@ pub async fn create_order(
         Json(OrderResponse::from(order)),
     )
         .into_response())
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters, as a
+/// structured-field string (`"…"`, as the IETF draft writes it) or bare, as
+/// many clients send it.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidIdempotencyKey)?
+        .trim();
+    let key = value
+        .strip_prefix('"')
+        .and_then(|quoted| quoted.strip_suffix('"'))
+        .unwrap_or(value);
+    let valid = (1..=255).contains(&key.len()) && key.bytes().all(|byte| byte.is_ascii_graphic());
+    if valid {
+        Ok(Some(key.to_owned()))
+    } else {
+        Err(ApiError::InvalidIdempotencyKey)
+    }
 }
 
 /// `GET /orders/{id}`: the order, its source trace context and, once processed,

@@ -47,8 +47,10 @@ pub async fn seed_orders(pool: &PgPool, count: usize) -> Vec<Uuid> {
             &order,
             StoredContext::of(&context).as_ref(),
         )
-        .await
-        .unwrap();
+        .await;
+        let Ok(store::Inserted::New(stored)) = stored else {
+            panic!("{stored:?}")
+        };
         ids.push(stored.id);
     }
     ids
