@@ -38,10 +38,15 @@ pub struct Config {
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub http_max_connections: u32,
 
-    /// Seconds a connection has to send a request's headers, from its opening
-    /// or its last answer: idle kept-alive connections close after it too.
-    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Seconds a new connection has to send its first request's headers.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub http_header_read_timeout_secs: u64,
+
+    /// Seconds a kept-alive connection may wait, from its last answer, for its
+    /// next request's headers; above a load balancer's own idle timeout (often
+    /// 60 s), as nginx's 75 s, or the balancer meets closed connections.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_idle_timeout_secs: u64,
 
     /// Seconds a client has to send a request's body, once its headers are in.
     #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -66,6 +71,7 @@ impl Config {
         ConnectionLimits {
             max_connections: self.http_max_connections as usize,
             header_read_timeout: Duration::from_secs(self.http_header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
             body_read_timeout: Duration::from_secs(self.http_body_read_timeout_secs),
         }
     }

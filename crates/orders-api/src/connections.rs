@@ -1,17 +1,17 @@
 //! The server's connections: bounded in number and in time, so that clients
 //! who open connections and send nothing cannot lock out the others.
 //!
-//! A connection must send a request's headers within the header-read timeout
-//! of opening or of its last answer (hyper counts the wait for the next request
-//! of a kept-alive connection as header reading), and its body within the body
+//! A new connection must send its first request's headers within the
+//! header-read timeout; a kept-alive one, its next request's headers within
+//! the idle timeout of its last answer; every body comes within the body-read
 //! timeout. At the connection limit, a new connection makes room by closing
 //! the oldest one that is not handling a request, as nginx reuses its idle
-//! connections; the limit sits below the common 1,024 open-file limit.
+//! connections.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -32,6 +32,7 @@ use tower::ServiceExt as _;
 pub struct ConnectionLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub body_read_timeout: Duration,
 }
 
@@ -39,10 +40,17 @@ pub struct ConnectionLimits {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyReadTimeout(pub Duration);
 
-/// One open connection: how many requests it is handling, and how to close it.
+/// What one connection is doing: requests in hand, and whether it sent any.
+#[derive(Debug, Default)]
+struct Activity {
+    in_hand: AtomicUsize,
+    requested: AtomicBool,
+}
+
+/// One open connection, and how to close it.
 #[derive(Debug)]
 struct Open {
-    requests: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     task: AbortHandle,
 }
 
@@ -54,7 +62,7 @@ struct Connections {
 }
 
 impl Connections {
-    fn open(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Open>> {
+    fn open(&self) -> MutexGuard<'_, BTreeMap<u64, Open>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -64,7 +72,7 @@ impl Connections {
         let mut open = self.open();
         let idle = open
             .iter()
-            .find(|(_, connection)| connection.requests.load(Ordering::Acquire) == 0)
+            .find(|(_, open)| open.activity.in_hand.load(Ordering::Acquire) == 0)
             .map(|(id, _)| *id);
         let closed = idle.and_then(|id| open.remove(&id));
         closed.map(|connection| connection.task.abort()).is_some()
@@ -99,13 +107,12 @@ pub async fn serve(
     let connections = Arc::new(Connections::default());
     let tasks = TaskTracker::new();
     for id in 0_u64.. {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = connections.make_room(limits.max_connections) => {}
-        }
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                connections.make_room(limits.max_connections).await;
+                listener.accept().await
+            } => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -117,21 +124,16 @@ pub async fn serve(
                 continue;
             }
         };
-        let requests = Arc::new(AtomicUsize::new(0));
-        let connection = serve_connection(stream, peer, &router, &limits, &requests, &stop);
+        let activity = Arc::new(Activity::default());
+        let connection = serve_connection(stream, peer, &router, limits, &activity, &stop);
         let mut open = connections.open();
         let finished = Arc::clone(&connections);
         let task = tasks.spawn(async move {
             connection.await;
             finished.remove(id);
         });
-        open.insert(
-            id,
-            Open {
-                requests,
-                task: task.abort_handle(),
-            },
-        );
+        let task = task.abort_handle();
+        open.insert(id, Open { activity, task });
     }
     tasks.close();
     tasks
@@ -142,17 +144,18 @@ fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: &Router,
-    limits: &ConnectionLimits,
-    requests: &Arc<AtomicUsize>,
+    limits: ConnectionLimits,
+    activity: &Arc<Activity>,
     stop: &CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY not set");
     }
-    let (router, requests, stop) = (router.clone(), Arc::clone(requests), stop.clone());
+    let (router, stop, activity) = (router.clone(), stop.clone(), Arc::clone(activity));
     let body_read_timeout = BodyReadTimeout(limits.body_read_timeout);
+    let in_service = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        let in_hand = InHand::new(&requests);
+        let in_hand = InHand::new(&in_service);
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(body_read_timeout);
         let answer = router.clone().oneshot(request.map(Body::new));
@@ -161,14 +164,24 @@ fn serve_connection(
             answer.await
         }
     });
+    // hyper times the wait for each request's headers from the connection's
+    // last answer (or its opening): the idle timeout. The first request has
+    // the shorter header-read timeout, below.
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(limits.idle_timeout)
         .serve_connection(TokioIo::new(stream), service);
+    let first_request_late = async move {
+        tokio::time::sleep(limits.header_read_timeout).await;
+        if activity.requested.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+    };
     async move {
         tokio::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,
+            () = first_request_late => return,
             () = stop.cancelled() => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
@@ -181,17 +194,18 @@ fn serve_connection(
 }
 
 /// Counts a request as in hand while it lives.
-struct InHand(Arc<AtomicUsize>);
+struct InHand(Arc<Activity>);
 
 impl InHand {
-    fn new(requests: &Arc<AtomicUsize>) -> Self {
-        requests.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(requests))
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.requested.store(true, Ordering::Release);
+        activity.in_hand.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
     }
 }
 
 impl Drop for InHand {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_hand.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -16,6 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_stream::StreamExt as _;
 
 async fn stored_orders(pool: &PgPool) -> i64 {
@@ -319,6 +320,36 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_order_first_created(pool
         .await;
     }
     assert_eq!(stored_orders(&pool).await, 2, "one order a key");
+}
+
+/// Reads until the server closes `connection`; what it sent.
+async fn until_closed(connection: &mut tokio::net::TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = connection.read_to_end(&mut answer);
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn silent_connections_close_new_ones_after_the_header_read_timeout_kept_alive_after_idle(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool).await;
+    let address = app.address.trim_start_matches("http://");
+    let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+    assert_eq!(until_closed(&mut silent).await, "", "closed after 1 s");
+    // A kept-alive connection outlives the header-read timeout (1 s), not the
+    // idle timeout (2 s).
+    let mut kept = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nhost: orders\r\n\r\n";
+    kept.write_all(request).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kept.write_all(request).await.unwrap();
+    let answers = until_closed(&mut kept).await;
+    assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]

@@ -24,10 +24,11 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
-/// The server's limits, with a body timeout short enough to test.
+/// The server's limits, with timeouts short enough to test.
 pub const LIMITS: ConnectionLimits = ConnectionLimits {
     max_connections: 512,
-    header_read_timeout: Duration::from_secs(30),
+    header_read_timeout: Duration::from_secs(1),
+    idle_timeout: Duration::from_secs(2),
     body_read_timeout: Duration::from_secs(1),
 };
 
