@@ -19,8 +19,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::info!("orders-api stopped during start-up");
         return Ok(());
     };
-    let pool =
-        pool.context("connecting to the database (DATABASE_URL) and preparing its schema")?;
+    // The error names the server, the variable and the cause: a context would
+    // only push the cause further along the line.
+    let pool = pool?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("listening on {} (LISTEN_ADDR)", config.listen_addr))?;

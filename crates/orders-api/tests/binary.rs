@@ -17,7 +17,8 @@ use orders_test_support::{
     database_url, free_port, hex, otel_env, repository_root, string, wait_until,
 };
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions as _, PgPool};
 
 fn binary() -> PathBuf {
     orders_test_support::binary("ORDERS_API_BIN", env!("CARGO_BIN_EXE_orders-api"))
@@ -215,21 +216,25 @@ async fn without_a_collector_or_with_one_that_never_answers_it_stops_cleanly(poo
     }
 }
 
-#[tokio::test]
-async fn configuration_errors_exit_2_and_an_unreachable_database_1() {
-    let unreachable = (
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:1/orders".to_owned(),
-    );
+#[sqlx::test(migrations = false)]
+async fn configuration_errors_exit_2_and_an_unreachable_database_1(pool: PgPool) {
+    let server = (*pool.connect_options()).clone();
+    let (host, port, refused) = (server.get_host().to_owned(), server.get_port(), free_port());
+    let url = |options: PgConnectOptions| options.to_url_lossy().to_string();
+    let unreachable = ("DATABASE_URL", url(server.clone().port(refused)));
+    let missing = ("DATABASE_URL", url(server.database("orders_nope")));
+    let no_sdk = ("OTEL_SDK_DISABLED", "true".to_owned());
+    // Far longer than a refused connection takes: the cause must not wait for it.
+    let timeout = ("DATABASE_ACQUIRE_TIMEOUT_SECS", "20".to_owned());
     let cases = [
-        (vec![], 2, "DATABASE_URL"),
+        (vec![], 2, "DATABASE_URL".to_owned()),
         (
             vec![
                 unreachable.clone(),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
             ],
             2,
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
         ),
         (
             vec![
@@ -237,22 +242,40 @@ async fn configuration_errors_exit_2_and_an_unreachable_database_1() {
                 ("OTEL_TRACES_EXPORTER", "jaeger".to_owned()),
             ],
             2,
-            "OTEL_TRACES_EXPORTER",
+            "OTEL_TRACES_EXPORTER".to_owned(),
         ),
         (
-            vec![
-                unreachable,
-                ("DATABASE_ACQUIRE_TIMEOUT_SECS", "1".to_owned()),
-                ("OTEL_SDK_DISABLED", "true".to_owned()),
-            ],
+            vec![unreachable, timeout.clone(), no_sdk.clone()],
             1,
-            "127.0.0.1:1/orders",
+            format!(
+                "cannot connect to PostgreSQL at {host}:{refused} (DATABASE_URL): connection refused"
+            ),
+        ),
+        (
+            vec![missing, timeout, no_sdk],
+            1,
+            format!(
+                "database \"orders_nope\" does not exist on {host}:{port} (DATABASE_URL): create it with CREATE DATABASE \"orders_nope\";"
+            ),
         ),
     ];
     for (env, code, named) in cases {
         let exited = Process::spawn(binary(), &[], &env).wait(WAIT).await;
         exited.assert_code(code);
-        assert!(exited.stderr.contains(named), "{exited}");
+        if code == 2 {
+            assert!(exited.stderr.contains(&named), "{exited}");
+            continue;
+        }
+        let lines: Vec<_> = exited.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "one line\n{exited}");
+        assert!(
+            lines[0].ends_with(&format!(" ERROR orders_api: {named}")),
+            "{exited}"
+        );
+        assert!(
+            exited.stderr.is_empty() && exited.ran_for < Duration::from_secs(10),
+            "{exited}"
+        );
     }
 }
 

@@ -22,8 +22,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::info!("orders-batch stopped during start-up");
         return Ok(ExitCode::SUCCESS);
     };
-    let pool =
-        pool.context("connecting to the database (DATABASE_URL) and preparing its schema")?;
+    // The error names the server, the variable and the cause: a context would
+    // only push the cause further along the line.
+    let pool = pool?;
     let metrics = BatchMetrics::new(&opentelemetry::global::meter("orders-batch"));
     let worker = Worker::new(pool, config.batch_settings(), metrics);
 

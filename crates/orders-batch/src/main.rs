@@ -11,10 +11,13 @@ async fn main() -> anyhow::Result<ExitCode> {
     let (name, version) = (env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
     let telemetry = orders_telemetry::init(name, version, config.span_limits())
         .unwrap_or_else(|error| error.exit());
-    let outcome = orders_batch::app::run(config, shutdown).await;
-    if let Err(error) = &outcome {
-        tracing::error!(error = format!("{error:#}"), "orders-batch failed");
-    }
+    let code = orders_batch::app::run(config, shutdown)
+        .await
+        // Logged, not returned: returning would print it a second time.
+        .unwrap_or_else(|error| {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        });
     telemetry.shutdown().await;
-    outcome
+    Ok(code)
 }

@@ -37,6 +37,11 @@ pub struct RunSummary {
     pub requeued: usize,
     /// Orders given back unprocessed at shutdown.
     pub released: usize,
+    /// Shutdown stopped the run before it ran out of orders.
+    pub interrupted: bool,
+    /// Orders still pending when an interrupted run stopped; `None` when the
+    /// run was not interrupted or they could not be counted.
+    pub pending: Option<u64>,
 }
 
 impl fmt::Display for RunSummary {
@@ -52,7 +57,14 @@ impl fmt::Display for RunSummary {
             self.unlinked,
             self.requeued,
             self.released,
-        )
+        )?;
+        if self.interrupted {
+            match self.pending {
+                Some(pending) => write!(f, " interrupted pending={pending}"),
+                None => write!(f, " interrupted pending=unknown"),
+            }?;
+        }
+        Ok(())
     }
 }
 

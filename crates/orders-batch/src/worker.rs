@@ -57,6 +57,7 @@ impl Worker {
             self.metrics.failed(requeued.failed.len(), false);
         }
 
+        let mut ran_out = false;
         while !stop.is_cancelled() {
             let claimed = Instant::now();
             let claim = claims::claim(
@@ -70,6 +71,7 @@ impl Worker {
             )
             .await?;
             if claim.orders.is_empty() {
+                ran_out = true;
                 break;
             }
 
@@ -100,12 +102,32 @@ impl Worker {
             }
         }
 
-        if summary.batches == 0 && summary.failed_batches == 0 {
+        if !ran_out {
+            summary.interrupted = true;
+            summary.pending = self.count_pending().await;
+            tracing::info!(%summary, "run interrupted by shutdown: orders still pending");
+        } else if summary.batches == 0 && summary.failed_batches == 0 {
             tracing::info!("no pending orders");
         } else {
             tracing::info!(%summary, "run finished");
         }
         Ok(summary)
+    }
+
+    /// Orders waiting for a run, for the summary of one that was stopped; a
+    /// failure is logged, as the summary still says the run was interrupted.
+    async fn count_pending(&self) -> Option<u64> {
+        let count =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM orders WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await;
+        match count {
+            Ok(count) => u64::try_from(count).ok(),
+            Err(error) => {
+                tracing::error!(error = %error, "cannot count the pending orders");
+                None
+            }
+        }
     }
 
     /// Gives a claim's orders back; a failure is logged, as the claim then

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use orders_test_support::{Exited, OtlpReceiver, Process, ReceivedSpan, Silent, WAIT};
 use orders_test_support::{assert_reads_every_variable, body, compose_environment, database_url};
 use orders_test_support::{free_port, hex, named, otel_env, string, wait_until};
-use sqlx::PgPool;
+use sqlx::{ConnectOptions as _, PgPool};
 
 /// Enough orders that a run is still going when a test interrupts it.
 const LONG_RUN: i32 = 20_000;
@@ -306,9 +306,11 @@ async fn sigterm_during_once_finishes_the_batch_in_hand_and_a_later_run_the_rest
         "{run}"
     );
     let processed = count_status(&pool, "processed").await;
+    let pending = count_status(&pool, "pending").await;
     assert!(
         summary(&run).starts_with(&format!("processed={processed} "))
-            && summary(&run).ends_with(" released=0")
+            && summary(&run).ends_with(&format!(" released=0 interrupted pending={pending}")),
+        "{run}"
     );
     let rest = run_once(&quiet(&pool, &[])).await;
     assert!(
@@ -321,7 +323,7 @@ async fn sigterm_during_once_finishes_the_batch_in_hand_and_a_later_run_the_rest
 async fn sigterm_during_a_scheduled_run_finishes_the_batch_in_hand(pool: PgPool) {
     let run = sigterm_mid_run(&pool, &[], &[("BATCH_SCHEDULE", "* * * * * *")]).await;
     assert!(
-        run.stdout.contains("run finished") && run.stdout.contains("orders-batch stopped"),
+        run.stdout.contains("run interrupted") && run.stdout.contains("orders-batch stopped"),
         "{run}"
     );
 }
@@ -370,8 +372,10 @@ async fn on_the_schedule_it_runs_on_ticks_and_stops_at_once_between_runs(pool: P
     );
 }
 
-#[tokio::test]
-async fn configuration_errors_exit_2_naming_the_variable() {
+#[sqlx::test(migrations = false)]
+async fn configuration_errors_exit_2_naming_the_variable_and_an_unreachable_database_1(
+    pool: PgPool,
+) {
     let database = "postgres://postgres@127.0.0.1:1/orders";
     let cases = [
         ("BATCH_SCHEDULE", "0 * * * *", "6 fields"),
@@ -388,6 +392,43 @@ async fn configuration_errors_exit_2_naming_the_variable() {
         let run = run_once(&env).await;
         run.assert_code(2);
         assert!(run.stderr.contains(named), "{run}");
+    }
+
+    let server = (*pool.connect_options()).clone();
+    let (host, port, refused) = (server.get_host().to_owned(), server.get_port(), free_port());
+    let cases = [
+        (
+            server.clone().port(refused),
+            format!(
+                "cannot connect to PostgreSQL at {host}:{refused} (DATABASE_URL): connection refused"
+            ),
+        ),
+        (
+            server.database("orders_nope"),
+            format!(
+                "database \"orders_nope\" does not exist on {host}:{port} (DATABASE_URL): create it with CREATE DATABASE \"orders_nope\";"
+            ),
+        ),
+    ];
+    for (options, named) in cases {
+        let env = vec![("DATABASE_URL", options.to_url_lossy().to_string())];
+        // Far longer than a refused connection takes: the cause must not wait for it.
+        let more = [
+            ("DATABASE_ACQUIRE_TIMEOUT_SECS", "20"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ];
+        let run = run_once(&with(env, &more)).await;
+        run.assert_code(1);
+        let lines: Vec<_> = run.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "one line\n{run}");
+        assert!(
+            lines[0].ends_with(&format!(" ERROR orders_batch: {named}")),
+            "{run}"
+        );
+        assert!(
+            run.stderr.is_empty() && run.ran_for < Duration::from_secs(10),
+            "{run}"
+        );
     }
 }
 

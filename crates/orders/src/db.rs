@@ -1,10 +1,11 @@
 //! The PostgreSQL pool and the schema migrations both services apply at start-up.
 
+use std::io::ErrorKind;
 use std::time::Duration;
 
-use sqlx::PgPool;
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Acquire, Connection as _, PgConnection, PgPool, Postgres};
 
 use crate::store::StoreError;
 
@@ -26,27 +27,101 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
 }
 
-/// Connects to PostgreSQL and checks the connection at once, so a wrong URL or an
-/// unreachable server is reported at start-up rather than on the first request.
-async fn connect(database_url: &str, settings: PoolSettings) -> Result<PgPool, StoreError> {
-    let options: PgConnectOptions = database_url
-        .parse()
-        .map_err(|source| StoreError::InvalidUrl { source })?;
-    let target = describe(&options);
-    pool_options(settings)
-        .connect_with(options)
-        .await
-        .map_err(|source| StoreError::Connect { target, source })
-}
-
-/// What each service does at start-up: [`connect`], then [`migrate`].
+/// What each service does at start-up: opens one connection, applies the
+/// migrations over it, then returns a pool that opens its own connections as
+/// needed. A wrong URL or an unreachable server is reported at start-up rather
+/// than on the first request.
 pub async fn connect_and_migrate(
     database_url: &str,
     settings: PoolSettings,
 ) -> Result<PgPool, StoreError> {
-    let pool = connect(database_url, settings).await?;
-    migrate(&pool).await?;
-    Ok(pool)
+    let options: PgConnectOptions = database_url
+        .parse()
+        .map_err(|source| StoreError::InvalidUrl { source })?;
+    let mut connection = connect_once(&options, settings.acquire_timeout).await?;
+    migrate(&mut connection).await?;
+    // Only a courtesy to the server's log: the migrations are applied.
+    connection.close().await.ok();
+    Ok(connect_lazy_with(options, settings))
+}
+
+/// One connection, not the pool's: a pool reports every failure to connect
+/// as its own acquire timeout, hiding the cause (connection refused, no such
+/// database) behind a wait.
+async fn connect_once(
+    options: &PgConnectOptions,
+    timeout: Duration,
+) -> Result<PgConnection, ConnectError> {
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(timeout, PgConnection::connect_with(options)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) if is_missing_database(&error) => Err(ConnectError::NoDatabase {
+            server,
+            database: options
+                .get_database()
+                .unwrap_or(options.get_username())
+                .to_owned(),
+        }),
+        Ok(Err(error)) => Err(ConnectError::Failed { server, error }),
+        Err(_) => Err(ConnectError::TimedOut { server, timeout }),
+    }
+}
+
+/// Why start-up could not connect, in one line that leads with the cause.
+/// sqlx's own error is kept but not given as a source: its message wraps the
+/// cause in layers that each repeat it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "database \"{database}\" does not exist on {server} (DATABASE_URL): create it with CREATE DATABASE {};",
+        quote_identifier(database)
+    )]
+    NoDatabase { server: String, database: String },
+    #[error("cannot connect to PostgreSQL at {server} (DATABASE_URL): {}", cause(.error))]
+    Failed { server: String, error: sqlx::Error },
+    #[error(
+        "cannot connect to PostgreSQL at {server} (DATABASE_URL): no answer within {timeout:?} (DATABASE_ACQUIRE_TIMEOUT_SECS)"
+    )]
+    TimedOut { server: String, timeout: Duration },
+}
+
+fn is_missing_database(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000"))
+}
+
+/// Quoted, so that the command also works for names that need it (`order`,
+/// `Orders`, `orders-eu`).
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The innermost cause of `error`, as an operator reads it.
+pub(crate) fn cause(error: &sqlx::Error) -> String {
+    match error {
+        // The server's message alone: its `Display` adds " at line N", a line
+        // of PostgreSQL's own source.
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(io) => match io.kind() {
+            // "connection refused" rather than "Connection refused (os error 111)".
+            kind @ (ErrorKind::ConnectionRefused
+            | ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable
+            | ErrorKind::TimedOut) => kind.to_string(),
+            _ => io.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Why the migrations failed, with the cause and not sqlx's layers around it.
+pub(crate) fn migrate_cause(error: &MigrateError) -> String {
+    match error {
+        MigrateError::ExecuteMigration(error, version) => {
+            format!("{} (migration {version})", cause(error))
+        }
+        MigrateError::Execute(error) => cause(error),
+        other => other.to_string(),
+    }
 }
 
 /// A pool that opens its connections on first use: lets a service start (and
@@ -72,19 +147,12 @@ fn pool_options(settings: PoolSettings) -> PgPoolOptions {
 
 /// Applies pending migrations. Safe when several processes start at once: the
 /// migrator serialises them with a PostgreSQL advisory lock.
-pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+pub async fn migrate<'a, A>(db: A) -> Result<(), StoreError>
+where
+    A: Acquire<'a, Database = Postgres>,
+{
     MIGRATOR
-        .run(pool)
+        .run(db)
         .await
-        .map_err(|source| StoreError::Migrate { source })
-}
-
-/// `host:port/database` of a connection, for messages; never the password.
-fn describe(options: &PgConnectOptions) -> String {
-    format!(
-        "{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or(options.get_username())
-    )
+        .map_err(|error| StoreError::Migrate { error })
 }

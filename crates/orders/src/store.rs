@@ -34,17 +34,11 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
-    Connect {
-        target: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("applying database migrations failed: {source}")]
-    Migrate {
-        #[source]
-        source: sqlx::migrate::MigrateError,
-    },
+    #[error(transparent)]
+    Connect(#[from] crate::db::ConnectError),
+    /// sqlx's error is not the source: the message already holds its cause.
+    #[error("cannot apply the database migrations: {}", crate::db::migrate_cause(.error))]
+    Migrate { error: sqlx::migrate::MigrateError },
     /// A stored row breaks an invariant the schema cannot express.
     #[error("order {id} holds unreadable data: {reason}")]
     Corrupt { id: Uuid, reason: String },
@@ -54,7 +48,7 @@ impl StoreError {
     /// True when the database could not be reached, as opposed to a failing query.
     #[must_use]
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Connect { .. })
+        matches!(self, Self::Unavailable { .. } | Self::Connect(_))
     }
 
     /// Sorts a sqlx error into [`StoreError::Unavailable`] or [`StoreError::Query`].
