@@ -79,6 +79,10 @@ signoz_grpc = port(signoz["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])
 check(local["otel-collector"]["environment"]["SIGNOZ_OTLP_ENDPOINT"] == f"signoz-otel-collector:{signoz_grpc}", "the collector forwards to SigNoz's collector")
 check(signoz["exporters"]["clickhousetraces"]["datasource"].startswith("tcp://clickhouse:9000/"), "SigNoz writes to the compose ClickHouse")
 
+# ClickHouse answers /ping before its ZooKeeper session works: the schema waits for `migrate ready`.
+steps = [line.strip(" &") for line in local["signoz-telemetrystore-migrator"]["command"][-1].splitlines()]
+check(steps[0] == "/signoz-otel-collector migrate ready", "the migrator runs `migrate ready` before anything else")
+
 for problem in problems:
     print(f"deployment: {problem}", file=sys.stderr)
 sys.exit(1 if problems else 0)
