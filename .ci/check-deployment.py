@@ -78,6 +78,9 @@ for name in ("orders-api", "orders-batch"):
 signoz_grpc = port(signoz["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])
 check(local["otel-collector"]["environment"]["SIGNOZ_OTLP_ENDPOINT"] == f"signoz-otel-collector:{signoz_grpc}", "the collector forwards to SigNoz's collector")
 check(signoz["exporters"]["clickhousetraces"]["datasource"].startswith("tcp://clickhouse:9000/"), "SigNoz writes to the compose ClickHouse")
+# What ours accepts it forwards; gRPC's default limit is 4 MiB.
+limit = lambda config: config["receivers"]["otlp"]["protocols"]["grpc"].get("max_recv_msg_size_mib", 4)
+check(limit(signoz) >= limit(ours), "SigNoz's collector accepts gRPC messages as large as the project's collector does")
 
 # ClickHouse answers /ping before its ZooKeeper session works: the schema waits for `migrate ready`.
 steps = [line.strip(" &") for line in local["signoz-telemetrystore-migrator"]["command"][-1].splitlines()]
