@@ -1,6 +1,7 @@
 """The deployment files against the rules this project keeps, which no linter
 knows: checked on the model Docker Compose itself prints (`docker-compose
-config --format json`), and on the collector configurations as YAML.
+config --format json`), on the collector configurations as YAML, and on
+ClickHouse's as XML.
 
 Run by .ci/run with the pinned tools: check-deployment.py <docker-compose binary>.
 Whether each service reads every variable compose gives it is proven by the
@@ -11,6 +12,7 @@ import pathlib
 import re
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import yaml
 
@@ -81,6 +83,13 @@ check(signoz["exporters"]["clickhousetraces"]["datasource"].startswith("tcp://cl
 # What ours accepts it forwards; gRPC's default limit is 4 MiB.
 limit = lambda config: config["receivers"]["otlp"]["protocols"]["grpc"].get("max_recv_msg_size_mib", 4)
 check(limit(signoz) >= limit(ours), "SigNoz's collector accepts gRPC messages as large as the project's collector does")
+
+clickhouse = ElementTree.parse(ROOT / "signoz/clickhouse/config.d/signoz.xml").getroot()
+check(clickhouse.findtext("send_crash_reports/enabled") == "false", "ClickHouse sends no crash reports")
+system_logs = ["query_log", "query_thread_log", "query_views_log", "query_metric_log", "trace_log", "part_log", "text_log",
+               "metric_log", "asynchronous_metric_log", "latency_log", "error_log", "processors_profile_log"]
+for log in system_logs:
+    check(clickhouse.findtext(f"{log}/ttl"), f"ClickHouse's system.{log} has a TTL")
 
 # ClickHouse answers /ping before its ZooKeeper session works: the schema waits for `migrate ready`.
 steps = [line.strip(" &") for line in local["signoz-telemetrystore-migrator"]["command"][-1].splitlines()]
