@@ -64,7 +64,8 @@ for file, config, service in [("otel-collector.yaml", ours, "otel-collector"), (
     check(service != "otel-collector" or read == given, f"{service} is given {sorted(given - read)}, which it never reads")
 
 for pipeline, parts in ours["service"]["pipelines"].items():
-    check(parts["processors"] == ["memory_limiter", "resource_detection", "batch"], f"{pipeline}: memory_limiter first, batch last")
+    # Resource detection would stamp the collector's own host on the services' telemetry.
+    check(parts["processors"] == ["memory_limiter", "batch"], f"{pipeline}: memory_limiter, then batch, and no resource detection")
     check(parts["exporters"] == ["otlp_grpc/signoz"], f"{pipeline} forwards to SigNoz")
 check(set(ours["service"]["pipelines"]) == {"traces", "metrics", "logs"}, "every signal has a pipeline")
 # otel/opentelemetry-collector-contrib 0.159 renamed these; the old names only warn, for now.
