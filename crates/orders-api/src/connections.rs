@@ -5,8 +5,9 @@
 //! header-read timeout; a kept-alive one, its next request's headers within
 //! the idle timeout of its last answer; every body comes within the body-read
 //! timeout. At the connection limit, a new connection makes room by closing
-//! the oldest one that is not handling a request, as nginx reuses its idle
-//! connections.
+//! the oldest one that is not handling a request (one that sent nothing at
+//! once; one that did, once its last answer is written), as nginx reuses its
+//! idle connections.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,18 +48,20 @@ struct Activity {
     requested: AtomicBool,
 }
 
-/// One open connection, and how to close it.
+/// One open connection, and how to close it: at once, or after its answer.
 #[derive(Debug)]
 struct Open {
     activity: Arc<Activity>,
     task: AbortHandle,
+    evict: CancellationToken,
 }
 
-/// The open connections by age (ids grow), and a signal when one closes.
+/// The open connections by age (ids grow), and a signal when one closes or
+/// finishes a request.
 #[derive(Debug, Default)]
 struct Connections {
     open: Mutex<BTreeMap<u64, Open>>,
-    closed: Notify,
+    changed: Arc<Notify>,
 }
 
 impl Connections {
@@ -74,24 +77,34 @@ impl Connections {
             .iter()
             .find(|(_, open)| open.activity.in_hand.load(Ordering::Acquire) == 0)
             .map(|(id, _)| *id);
-        let closed = idle.and_then(|id| open.remove(&id));
-        closed.map(|connection| connection.task.abort()).is_some()
+        let Some(connection) = idle.and_then(|id| open.remove(&id)) else {
+            return false;
+        };
+        // One that answered may still be writing its last answer: hyper closes
+        // it once that is sent.
+        if connection.activity.requested.load(Ordering::Acquire) {
+            connection.evict.cancel();
+        } else {
+            connection.task.abort();
+        }
+        true
     }
 
-    /// Returns once there is room for one more connection under `max`.
+    /// Returns once the open connections are fewer than `max`, closing the
+    /// oldest idle one if need be, or waiting for one to become idle.
     async fn make_room(&self, max: usize) {
         loop {
-            let closed = self.closed.notified();
+            let changed = self.changed.notified();
             if self.open().len() < max || self.close_oldest_idle() {
                 return;
             }
-            closed.await;
+            changed.await;
         }
     }
 
     fn remove(&self, id: u64) {
         self.open().remove(&id);
-        self.closed.notify_waiters();
+        self.changed.notify_waiters();
     }
 }
 
@@ -110,22 +123,29 @@ pub async fn serve(
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
             accepted = async {
+                let accepted = listener.accept().await;
                 connections.make_room(limits.max_connections).await;
-                listener.accept().await
+                accepted
             } => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, most likely: close one and retry soon.
-                tracing::warn!(%error, "accepting a connection failed");
+            Err(error) if out_of_descriptors(&error) => {
+                tracing::warn!(%error, "accepting a connection failed: closing an idle one");
                 connections.close_oldest_idle();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+            Err(error) => {
+                tracing::debug!(%error, "accepting a connection failed");
+                continue;
+            }
         };
         let activity = Arc::new(Activity::default());
-        let connection = serve_connection(stream, peer, &router, limits, &activity, &stop);
+        let evict = stop.child_token();
+        let changed = Arc::clone(&connections.changed);
+        let connection =
+            serve_connection(stream, peer, &router, limits, &activity, &evict, changed);
         let mut open = connections.open();
         let finished = Arc::clone(&connections);
         let task = tasks.spawn(async move {
@@ -133,29 +153,43 @@ pub async fn serve(
             finished.remove(id);
         });
         let task = task.abort_handle();
-        open.insert(id, Open { activity, task });
+        open.insert(
+            id,
+            Open {
+                activity,
+                task,
+                evict,
+            },
+        );
     }
     tasks.close();
     tasks
 }
 
-/// Serves one connection; on `stop`, finishes the request in hand and closes.
+/// EMFILE or ENFILE: the process or the system is out of file descriptors.
+fn out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(23 | 24))
+}
+
+/// Serves one connection; once `goodbye` is cancelled (shutdown, or eviction),
+/// finishes the request in hand and closes.
 fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: &Router,
     limits: ConnectionLimits,
     activity: &Arc<Activity>,
-    stop: &CancellationToken,
+    goodbye: &CancellationToken,
+    changed: Arc<Notify>,
 ) -> impl Future<Output = ()> + Send + 'static {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY not set");
     }
-    let (router, stop, activity) = (router.clone(), stop.clone(), Arc::clone(activity));
+    let (router, goodbye, activity) = (router.clone(), goodbye.clone(), Arc::clone(activity));
     let body_read_timeout = BodyReadTimeout(limits.body_read_timeout);
     let in_service = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        let in_hand = InHand::new(&in_service);
+        let in_hand = InHand::new(&in_service, &changed);
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(body_read_timeout);
         let answer = router.clone().oneshot(request.map(Body::new));
@@ -179,13 +213,20 @@ fn serve_connection(
     };
     async move {
         tokio::pin!(connection);
-        let result = tokio::select! {
-            result = connection.as_mut() => result,
-            () = first_request_late => return,
-            () = stop.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+        let served = async {
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = goodbye.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
             }
+        };
+        // Even while closing, a connection that never sent a request's headers
+        // gets no longer than the header-read timeout.
+        let result = tokio::select! {
+            result = served => result,
+            () = first_request_late => return,
         };
         if let Err(error) = result {
             tracing::debug!(%error, "connection closed");
@@ -193,19 +234,21 @@ fn serve_connection(
     }
 }
 
-/// Counts a request as in hand while it lives.
-struct InHand(Arc<Activity>);
+/// Counts a request as in hand while it lives; says when none is left.
+struct InHand(Arc<Activity>, Arc<Notify>);
 
 impl InHand {
-    fn new(activity: &Arc<Activity>) -> Self {
+    fn new(activity: &Arc<Activity>, changed: &Arc<Notify>) -> Self {
         activity.requested.store(true, Ordering::Release);
         activity.in_hand.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(activity))
+        Self(Arc::clone(activity), Arc::clone(changed))
     }
 }
 
 impl Drop for InHand {
     fn drop(&mut self) {
-        self.0.in_hand.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_hand.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.1.notify_waiters();
+        }
     }
 }

@@ -55,7 +55,7 @@ pub async fn serve(
     {
         tracing::warn!(
             ?grace,
-            "in-flight requests did not finish in time; dropping them"
+            "in-flight requests did not finish in time; they end with the process"
         );
     }
 }

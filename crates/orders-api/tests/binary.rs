@@ -47,6 +47,9 @@ async fn start_by(launcher: &[&str], env: &[(&str, String)]) -> (Process, TestAp
     (process, app)
 }
 
+/// Orders enough for exports of 512 spans, the batch span processor's largest.
+const ORDERS: usize = 150;
+
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
     // Each run's receiver port speaks one protocol: what arrives came over it.
@@ -56,9 +59,22 @@ async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
             .await
             .unwrap();
         let receiver = OtlpReceiver::start().await;
-        let (api, app) = start(&otel_env(&pool, &receiver, protocol)).await;
-        for _ in 0..3 {
-            assert_eq!(app.post(&sample_order()).await.status().as_u16(), 201);
+        // The SDK's export delay: exports fill up to 512 spans.
+        let mut env = otel_env(&pool, &receiver, protocol);
+        env.push(("OTEL_BSP_SCHEDULE_DELAY", "5000".to_owned()));
+        let (api, app) = start(&env).await;
+        // Each continuing a trace with a 16 KB tracestate: unbounded, every
+        // span would carry it, and one export of 512 spans would be 8 MB.
+        let member = |i| format!("{}{i:02}={}", "k".repeat(240), "x".repeat(256));
+        let tracestate = (0..32).map(member);
+        let tracestate = tracestate.collect::<Vec<_>>().join(",");
+        for _ in 0..ORDERS {
+            let request = app.client.post(app.url("/orders")).json(&sample_order());
+            let request = request.header("tracestate", &tracestate).header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            );
+            assert_eq!(request.send().await.unwrap().status().as_u16(), 201);
         }
         assert_error(
             app.post(&json!({"customer_id": "", "items": []})).await,
@@ -71,7 +87,7 @@ async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
 
         // Flushed at exit: everything is there.
         let spans = receiver.spans();
-        assert_eq!(order_spans(&pool, &spans).await.len(), 3);
+        assert_eq!(order_spans(&pool, &spans).await.len(), ORDERS);
         let own = [
             "POST /orders",
             "receive-order",

@@ -153,11 +153,13 @@ async fn the_largest_batch_of_the_largest_stored_contexts_fits_a_collectors_4_mi
         || lpad(i::text, 3, '0') || '=' || repeat('v', 256), ',') FROM generate_series(1, 32) AS i)";
     sqlx::query(largest).execute(&pool).await.unwrap();
     let receiver = OtlpReceiver::start().await;
-    // The largest BATCH_MAX_SIZE, and with it the largest export request.
-    let env = with(
-        otel_env(&pool, &receiver, "grpc"),
-        &[("BATCH_MAX_SIZE", "10000")],
-    );
+    // The largest BATCH_MAX_SIZE, and the SDK's export delay: the batch span
+    // goes out with as many reconcile spans as an export holds.
+    let more = [
+        ("BATCH_MAX_SIZE", "10000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
+    ];
+    let env = with(otel_env(&pool, &receiver, "grpc"), &more);
     run_once(&env).await.assert_code(0);
     let spans = batch_spans(&receiver, 1, 10_000).await;
     let batch = named(&spans, "process-batch")[0];

@@ -28,7 +28,7 @@ pub struct TestApp {
 pub const LIMITS: ConnectionLimits = ConnectionLimits {
     max_connections: 512,
     header_read_timeout: Duration::from_secs(1),
-    idle_timeout: Duration::from_secs(2),
+    idle_timeout: Duration::from_secs(3),
     body_read_timeout: Duration::from_secs(1),
 };
 
