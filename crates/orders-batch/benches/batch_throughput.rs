@@ -80,7 +80,7 @@ async fn scratch_database(url: &str) -> (PgPool, String, PgConnectOptions) {
     let admin: PgConnectOptions = url.parse().unwrap();
     let database = format!("orders_bench_{}", Uuid::new_v4().simple());
     let mut connection = PgConnection::connect_with(&admin).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+    sqlx::raw_sql(&format!("CREATE DATABASE {database}"))
         .execute(&mut connection)
         .await
         .unwrap();
@@ -94,12 +94,10 @@ async fn scratch_database(url: &str) -> (PgPool, String, PgConnectOptions) {
 
 async fn drop_database(admin: PgConnectOptions, database: &str) {
     let mut connection = PgConnection::connect_with(&admin).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {database} WITH (FORCE)"
-    )))
-    .execute(&mut connection)
-    .await
-    .unwrap();
+    sqlx::raw_sql(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .execute(&mut connection)
+        .await
+        .unwrap();
 }
 
 /// Pending orders with distinct creation times and valid trace contexts.

@@ -1,0 +1,39 @@
+//! A guard against the Nagle stall: a statement over 16 KiB goes out over TLS
+//! as two records, and without `TCP_NODELAY` the second waits for the
+//! server's delayed ACK, about 40 ms (sqlx 0.9.0 stopped setting the option,
+//! sqlx#4335). Not a speed target: a stall is twenty times the bound below.
+
+#![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = false)]
+async fn a_statement_over_20_kib_is_not_held_back_by_nagle(pool: PgPool) {
+    let mut connection = pool.acquire().await.unwrap();
+    let tls: Option<bool> =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_optional(&mut *connection)
+            .await
+            .unwrap();
+    let text = "x".repeat(20 * 1024);
+    let mut round_trips = Vec::new();
+    for _ in 0..9 {
+        let started = Instant::now();
+        let length: i32 = sqlx::query_scalar("SELECT length($1)")
+            .bind(&text)
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        round_trips.push(started.elapsed());
+        assert_eq!(length, 20 * 1024);
+    }
+    round_trips.sort_unstable();
+    let median = round_trips[round_trips.len() / 2];
+    println!("over TLS: {tls:?}; round trips {round_trips:?}");
+    assert!(
+        median < Duration::from_millis(20),
+        "median {median:?}: the stall is back"
+    );
+}
