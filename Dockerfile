@@ -3,7 +3,8 @@
 # One Dockerfile, one target per service:
 #   docker build --target orders-api .
 #   docker build --target orders-batch .
-# docker-compose.yml builds both. cargo-chef compiles the dependencies in a layer
+#   docker build --target orders-load .
+# docker-compose.yml builds them. cargo-chef compiles the dependencies in a layer
 # of their own, keyed only on the manifests and Cargo.lock, so a change to the
 # project's code recompiles the project's crates and nothing else. The build
 # needs no database: the queries are checked at run time, not by sqlx macros.
@@ -19,9 +20,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 COPY --from=planner /build/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
-        --package orders-api --package orders-batch
+        --package orders-api --package orders-batch --package orders-load
 COPY . .
-RUN cargo build --release --locked --package orders-api --package orders-batch
+RUN cargo build --release --locked --package orders-api --package orders-batch --package orders-load
 
 # The services link only glibc (TLS is rustls), so a slim Debian of the same
 # release as the builder is enough. curl is there for the healthcheck. The
@@ -50,3 +51,8 @@ ENTRYPOINT ["/usr/local/bin/orders-api"]
 FROM runtime AS orders-batch
 COPY --from=builder /build/target/release/orders-batch /usr/local/bin/orders-batch
 ENTRYPOINT ["/usr/local/bin/orders-batch"]
+
+# The load generator: a client of orders-api, under compose's "load" profile.
+FROM runtime AS orders-load
+COPY --from=builder /build/target/release/orders-load /usr/local/bin/orders-load
+ENTRYPOINT ["/usr/local/bin/orders-load"]

@@ -47,6 +47,10 @@ for name, service in local.items():
         check(service["build"].get("target") in targets, f"{name} builds a target the Dockerfile lacks")
     check(name in OURS or service.get("profiles") == ["signoz"], f"{name} is SigNoz's and runs outside the signoz profile")
 check(set(cloud) == OURS, f"with the SigNoz Cloud settings, only {sorted(OURS)} start")
+# The load generator starts only under its own profile, from its Dockerfile target.
+loaded = model("--profile", "load")
+check(set(loaded) - set(local) == {"orders-load"} and loaded["orders-load"].get("profiles") == ["load"], "orders-load runs under the load profile only")
+check(re.search(r"^FROM \S+ AS orders-load$", (ROOT / "Dockerfile").read_text(), re.MULTILINE), "the Dockerfile has an orders-load target")
 check(cloud["otel-collector"]["environment"]["SIGNOZ_OTLP_ENDPOINT"].endswith(".signoz.cloud:443"), "Cloud settings forward to SigNoz Cloud")
 
 ours = yaml.safe_load((ROOT / "otel-collector.yaml").read_text())
