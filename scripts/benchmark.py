@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""What does tracing every order and linking every batch cost? One run on this
+machine, side by side, printed as a table with ratios:
+
+- orders-api under orders-load (flat out, the same concurrency) with OTLP
+  export on, with the SDK disabled, and a raw single-row INSERT of the same row
+  by pgbench: orders/s, p50/p99, CPU µs per order, peak RSS;
+- orders-batch --once over pending orders at a few batch sizes;
+- OTLP bytes per order, as a null OTLP/HTTP receiver counts them.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/benchmark.py
+
+It builds the release binaries, creates a scratch database on that server (and
+drops it), and needs pgbench. Telemetry settings are docker-compose.yml's.
+"""
+import argparse
+import http.server
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+# The telemetry docker-compose.yml gives both services (over HTTP here, so
+# that a few lines of Python can count the bytes).
+COMPOSE_TELEMETRY = {
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=compose",
+    "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+    "RUST_LOG": "info",
+}
+ROW = ("INSERT INTO orders (id, customer_id, items, total_cents, traceparent, tracestate, idempotency_key) "
+       "VALUES (gen_random_uuid(), 'customer-7', "
+       "'[{\"sku\": \"MUG-2\", \"quantity\": 3, \"unit_price_cents\": 474}, {\"sku\": \"PEN-3\", \"quantity\": 4, \"unit_price_cents\": 575}]', "
+       "3722, '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', NULL, gen_random_uuid()::text) "
+       "RETURNING id, customer_id, items, total_cents, status, created_at, traceparent, tracestate, "
+       "attempts, last_error, processed_at, batch_trace_id, batch_span_id;\n")
+SEED = ("INSERT INTO orders (id, customer_id, items, total_cents, created_at, traceparent) "
+        "SELECT gen_random_uuid(), 'customer-' || i % 1000, "
+        "'[{\"sku\": \"MUG-2\", \"quantity\": 1, \"unit_price_cents\": 1250}]', 1250, "
+        "now() - make_interval(secs => ({n} - i) / 1000.0), "
+        "'00-' || md5('trace' || i) || '-' || substr(md5('span' || i), 1, 16) || '-01' "
+        "FROM generate_series(1, {n}) AS i")
+
+
+class Received:
+    """A null OTLP/HTTP receiver: answers every export and counts its bytes."""
+
+    def __init__(self):
+        self.bytes, self.lock = 0, threading.Lock()
+        received = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with received.lock:
+                    received.bytes += len(body)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def take(self):
+        with self.lock:
+            taken, self.bytes = self.bytes, 0
+        return taken
+
+
+def psql(url, sql):
+    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], check=True, capture_output=True)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def peak_rss(pid, peak):
+    """Follows the process's own high-water mark (VmHWM) until it exits:
+    wait4's ru_maxrss would count this script's memory, which the child had
+    before its exec."""
+    while True:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                kib = int(re.search(r"VmHWM:\s+(\d+) kB", status.read())[1])
+        except (OSError, TypeError):
+            return
+        peak[0] = max(peak[0], kib)
+        time.sleep(0.01)
+
+
+def run_measured(command, env, until=None):
+    """Runs `command`; returns (its output, CPU seconds, peak RSS in MiB)."""
+    log = os.path.join(ROOT, "target", f"benchmark-{os.path.basename(command[0])}.log")
+    peak = [0]
+    with open(log, "w") as output:
+        child = subprocess.Popen(command, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT)
+        watcher = threading.Thread(target=peak_rss, args=(child.pid, peak))
+        watcher.start()
+        if until:
+            until(child)
+        _, status, usage = os.wait4(child.pid, 0)
+        watcher.join()
+    with open(log) as written:
+        output = written.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{output}")
+    return output, usage.ru_utime + usage.ru_stime, peak[0] / 1024
+
+
+def api(args, database, receiver, export):
+    port = free_port()
+    env = {**COMPOSE_TELEMETRY, "DATABASE_URL": database, "LISTEN_ADDR": f"127.0.0.1:{port}",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SDK_DISABLED": "false" if export else "true"}
+    load = {}
+
+    def drive(child):
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        receiver.take()
+        run = subprocess.run([os.path.join(RELEASE, "orders-load"), "--url", f"http://127.0.0.1:{port}",
+                              "--duration-secs", str(args.seconds), "--concurrency", str(args.concurrency)],
+                             capture_output=True, text=True, check=True)
+        load["summary"] = run.stdout
+        child.send_signal(signal.SIGTERM)
+
+    _, cpu, rss = run_measured([os.path.join(RELEASE, "orders-api")], env, drive)
+    numbers = re.search(r"(\d+) orders in ([\d.]+) s, ([\d.]+)/s: (\d+) created.*\nlatency: p50 ([\d.]+) ms, p90 [\d.]+ ms, p99 ([\d.]+) ms", load["summary"])
+    created = int(numbers[4])
+    return {"rate": float(numbers[3]), "p50": float(numbers[5]), "p99": float(numbers[6]),
+            "cpu_us": cpu / created * 1e6, "rss": rss, "bytes": receiver.take() / created}
+
+
+def pgbench(database, script, clients, seconds):
+    path = os.path.join(ROOT, "target", "benchmark.sql")
+    with open(path, "w") as file:
+        file.write(script)
+    run = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "-f", path, database],
+                         capture_output=True, text=True, check=True)
+    return float(re.search(r"tps = ([\d.]+)", run.stdout)[1])
+
+
+def batch_seconds(database, receiver, size):
+    """How long orders-batch --once takes, and its peak RSS."""
+    receiver.take()
+    env = {**COMPOSE_TELEMETRY, "DATABASE_URL": database, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+           "BATCH_MAX_SIZE": str(size)}
+    started = time.monotonic()
+    _, _, rss = run_measured([os.path.join(RELEASE, "orders-batch"), "--once"], env)
+    return time.monotonic() - started, rss
+
+
+def batch(args, database, receiver, size, start_and_exit):
+    psql(database, "TRUNCATE orders")
+    psql(database, SEED.replace("{n}", str(args.orders)))
+    seconds, rss = batch_seconds(database, receiver, size)
+    return {"rate": args.orders / (seconds - start_and_exit), "rss": rss, "bytes": receiver.take() / args.orders}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="how long each API run lasts")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight, for the API and pgbench")
+    parser.add_argument("--orders", type=int, default=100_000, help="pending orders for each batch run")
+    parser.add_argument("--batch-sizes", default="500,1000,5000", help="BATCH_MAX_SIZE values to run")
+    args = parser.parse_args()
+    server = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL names a PostgreSQL server")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "orders-api", "-p", "orders-batch", "-p", "orders-load"],
+                   cwd=ROOT, check=True)
+    name = f"orders_benchmark_{os.getpid()}"
+    parts = urllib.parse.urlsplit(server)
+    database = urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    psql(server, f"CREATE DATABASE {name}")
+    receiver = Received()
+    try:
+        on = api(args, database, receiver, export=True)
+        off = api(args, database, receiver, export=False)
+        raw = pgbench(database, ROW, args.concurrency, args.seconds)
+        psql(database, "TRUNCATE orders")
+        start_and_exit, _ = batch_seconds(database, receiver, 1000)
+        batches = {int(size): batch(args, database, receiver, int(size), start_and_exit) for size in args.batch_sizes.split(",")}
+    finally:
+        psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    tls = "TLS" if "sslmode=disable" not in server else "plain TCP"
+    print(f"\norders-api, {args.concurrency} requests in flight, {args.seconds} s each, PostgreSQL over {tls} (sslmode as DATABASE_URL says)")
+    print(f"{'':<26}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/order':>14}{'peak RSS MB':>13}{'OTLP B/order':>14}")
+    for label, run in (("export on", on), ("SDK disabled", off)):
+        print(f"{label:<26}{run['rate']:>10.0f}{run['p50']:>9.2f}{run['p99']:>9.2f}{run['cpu_us']:>14.0f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
+    print(f"{'raw INSERT (pgbench)':<26}{raw:>10.0f}")
+    print(f"ratios: export on / raw INSERT {on['rate'] / raw:.2f}; export on / SDK disabled {on['rate'] / off['rate']:.2f}")
+    print(f"\norders-batch --once over {args.orders} pending orders, export on (its start and exit, {start_and_exit:.2f} s with nothing pending, left out)")
+    print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'peak RSS MB':>13}{'OTLP B/order':>14}")
+    for size, run in batches.items():
+        print(f"{size:<16}{run['rate']:>10.0f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
+
+
+if __name__ == "__main__":
+    main()
