@@ -5,7 +5,8 @@ machine, side by side, printed as a table with ratios:
 - orders-api under orders-load (flat out, the same concurrency) with OTLP
   export on, with the SDK disabled, and a raw single-row INSERT of the same row
   by pgbench: orders/s, p50/p99, CPU µs per order, peak RSS;
-- orders-batch --once over pending orders at a few batch sizes;
+- orders-batch --once over pending orders at a few batch sizes, against its
+  own claim and mark statements in a plain loop (the raw_loop example);
 - OTLP bytes per order, as a null OTLP/HTTP receiver counts them.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/benchmark.py
@@ -173,7 +174,14 @@ def batch(args, database, receiver, size, start_and_exit):
     psql(database, "TRUNCATE orders")
     psql(database, SEED.replace("{n}", str(args.orders)))
     seconds, rss = batch_seconds(database, receiver, size)
-    return {"rate": args.orders / (seconds - start_and_exit), "rss": rss, "bytes": receiver.take() / args.orders}
+    run = {"rate": args.orders / (seconds - start_and_exit), "rss": rss, "bytes": receiver.take() / args.orders}
+    # The baseline: the same claim and mark statements in a plain loop.
+    psql(database, "TRUNCATE orders")
+    psql(database, SEED.replace("{n}", str(args.orders)))
+    raw = subprocess.run([os.path.join(RELEASE, "examples", "raw_loop")], env={**os.environ, "DATABASE_URL": database, "BATCH_MAX_SIZE": str(size)},
+                         capture_output=True, text=True, check=True)
+    run["raw"] = float(re.search(rf"raw loop: {args.orders} orders in [\d.]+ s, ([\d.]+)/s", raw.stdout)[1])
+    return run
 
 
 def main():
@@ -184,8 +192,9 @@ def main():
     parser.add_argument("--batch-sizes", default="500,1000,5000", help="BATCH_MAX_SIZE values to run")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL names a PostgreSQL server")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "orders-api", "-p", "orders-batch", "-p", "orders-load"],
-                   cwd=ROOT, check=True)
+    build = ["cargo", "build", "--release", "--quiet", "-p", "orders-api", "-p", "orders-batch", "-p", "orders-load"]
+    subprocess.run(build, cwd=ROOT, check=True)
+    subprocess.run([*build, "--example", "raw_loop"], cwd=ROOT, check=True)
     name = f"orders_benchmark_{os.getpid()}"
     parts = urllib.parse.urlsplit(server)
     database = urllib.parse.urlunsplit(parts._replace(path="/" + name))
@@ -208,9 +217,9 @@ def main():
     print(f"{'raw INSERT (pgbench)':<26}{raw:>10.0f}")
     print(f"ratios: export on / raw INSERT {on['rate'] / raw:.2f}; export on / SDK disabled {on['rate'] / off['rate']:.2f}")
     print(f"\norders-batch --once over {args.orders} pending orders, export on (its start and exit, {start_and_exit:.2f} s with nothing pending, left out)")
-    print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'peak RSS MB':>13}{'OTLP B/order':>14}")
+    print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'raw loop/s':>12}{'ratio':>8}{'peak RSS MB':>13}{'OTLP B/order':>14}")
     for size, run in batches.items():
-        print(f"{size:<16}{run['rate']:>10.0f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
+        print(f"{size:<16}{run['rate']:>10.0f}{run['raw']:>12.0f}{run['rate'] / run['raw']:>8.2f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
 
 
 if __name__ == "__main__":
