@@ -33,6 +33,7 @@ RELEASE = os.path.join(ROOT, "target", "release")
 # that a few lines of Python can count the bytes).
 COMPOSE_TELEMETRY = {
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
     "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=compose",
     "OTEL_METRIC_EXPORT_INTERVAL": "10000",
     "RUST_LOG": "info",

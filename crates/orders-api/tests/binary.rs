@@ -59,9 +59,10 @@ async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
             .await
             .unwrap();
         let receiver = OtlpReceiver::start().await;
-        // The SDK's export delay: exports fill up to 512 spans.
+        // The SDK's export delay: exports fill up to 512 spans, compressed.
         let mut env = otel_env(&pool, &receiver, protocol);
         env.push(("OTEL_BSP_SCHEDULE_DELAY", "5000".to_owned()));
+        env.push(("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_owned()));
         let (api, app) = start(&env).await;
         // Each continuing a trace with a 16 KB tracestate: unbounded, every
         // span would carry it, and one export of 512 spans would be 8 MB.

@@ -28,6 +28,7 @@ pub const ENVIRONMENT_VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
     "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
     "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
     "OTEL_EXPORTER_OTLP_TIMEOUT",
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
@@ -261,6 +262,8 @@ fn check_sdk_variables(get: Variables<'_>) -> Result<(), ConfigError> {
     for name in SDK_NUMBERS {
         number(get, name)?;
     }
+    // The SDK ignores a value it does not know and sends uncompressed.
+    one_of(get, "OTEL_EXPORTER_OTLP_COMPRESSION", &["gzip", "none"])?;
     let sampler = one_of(get, "OTEL_TRACES_SAMPLER", SAMPLERS)?;
     if let (Some(sampler), Some(ratio)) = (sampler, get("OTEL_TRACES_SAMPLER_ARG"))
         && RATIO_SAMPLERS.contains(&sampler)
@@ -477,6 +480,7 @@ mod tests {
         for (variable, value) in [
             ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
             ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
             ("RUST_LOG", "info,[unclosed"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err().to_string();

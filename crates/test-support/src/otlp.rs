@@ -4,14 +4,17 @@
 //! exporter convert to the same OTLP form, so every span assertion is
 //! written once.
 
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode as HttpStatus;
+use axum::http::header::CONTENT_ENCODING;
+use axum::http::{HeaderMap, StatusCode as HttpStatus};
 use axum::routing::post;
+use flate2::read::GzDecoder;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server as logs;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server as metrics;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server as traces;
@@ -27,6 +30,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 /// The largest message a collector's OTLP/gRPC receiver accepts by default;
@@ -87,14 +91,18 @@ impl OtlpReceiver {
             tonic::transport::Server::builder()
                 .add_service(
                     traces::TraceServiceServer::new(collector.clone())
+                        .accept_compressed(CompressionEncoding::Gzip)
                         .max_decoding_message_size(MAX_MESSAGE),
                 )
                 .add_service(
                     metrics::MetricsServiceServer::new(collector.clone())
+                        .accept_compressed(CompressionEncoding::Gzip)
                         .max_decoding_message_size(MAX_MESSAGE),
                 )
                 .add_service(
-                    logs::LogsServiceServer::new(collector).max_decoding_message_size(MAX_MESSAGE),
+                    logs::LogsServiceServer::new(collector)
+                        .accept_compressed(CompressionEncoding::Gzip)
+                        .max_decoding_message_size(MAX_MESSAGE),
                 )
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc))
                 .await
@@ -235,7 +243,28 @@ fn keep(received: &Shared, request: impl Export) {
     request.keep(&mut received.lock().unwrap_or_else(PoisonError::into_inner));
 }
 
-async fn over_http<R: Export>(State(received): State<Shared>, body: Bytes) -> HttpStatus {
+async fn over_http<R: Export>(
+    State(received): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpStatus {
+    let body = if headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|encoding| encoding == "gzip")
+    {
+        // Held to the same limit as what arrives uncompressed.
+        let mut inflated = Vec::new();
+        let limit = u64::try_from(MAX_MESSAGE).unwrap_or(u64::MAX) + 1;
+        let read = GzDecoder::new(&body[..])
+            .take(limit)
+            .read_to_end(&mut inflated);
+        match read {
+            Ok(length) if length <= MAX_MESSAGE => Bytes::from(inflated),
+            _ => return HttpStatus::PAYLOAD_TOO_LARGE,
+        }
+    } else {
+        body
+    };
     match R::decode(body) {
         Ok(request) => {
             keep(&received, request);
