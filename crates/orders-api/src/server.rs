@@ -49,13 +49,10 @@ pub async fn serve(
 ) {
     let connections = connections::serve(listener, router(state), limits, shutdown.clone()).await;
     tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(grace, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "in-flight requests did not finish in time; they end with the process"
-        );
+    tokio::select! {
+        () = connections.wait() => {}
+        () = orders::shutdown::grace_expired(shutdown, grace) => {
+            tracing::warn!(?grace, "in-flight requests did not finish in time; they end with the process");
+        }
     }
 }

@@ -19,8 +19,10 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use orders_test_support::{Exited, OtlpReceiver, Process, ReceivedSpan, Silent, WAIT};
 use orders_test_support::{assert_reads_every_variable, body, compose_environment, database_url};
-use orders_test_support::{free_port, hex, named, otel_env, string, wait_until};
-use sqlx::{ConnectOptions as _, PgPool};
+use orders_test_support::{
+    free_port, hex, named, otel_env, string, unreachable_databases, wait_until,
+};
+use sqlx::PgPool;
 
 /// Enough orders that a run is still going when a test interrupts it.
 const LONG_RUN: i32 = 20_000;
@@ -396,41 +398,10 @@ async fn configuration_errors_exit_2_naming_the_variable_and_an_unreachable_data
         assert!(run.stderr.contains(named), "{run}");
     }
 
-    let server = (*pool.connect_options()).clone();
-    let (host, port, refused) = (server.get_host().to_owned(), server.get_port(), free_port());
-    let cases = [
-        (
-            server.clone().port(refused),
-            format!(
-                "cannot connect to PostgreSQL at {host}:{refused} (DATABASE_URL): connection refused"
-            ),
-        ),
-        (
-            server.database("orders_nope"),
-            format!(
-                "database \"orders_nope\" does not exist on {host}:{port} (DATABASE_URL): create it with CREATE DATABASE \"orders_nope\";"
-            ),
-        ),
-    ];
-    for (options, named) in cases {
-        let env = vec![("DATABASE_URL", options.to_url_lossy().to_string())];
-        // Far longer than a refused connection takes: the cause must not wait for it.
-        let more = [
-            ("DATABASE_ACQUIRE_TIMEOUT_SECS", "20"),
-            ("OTEL_SDK_DISABLED", "true"),
-        ];
-        let run = run_once(&with(env, &more)).await;
-        run.assert_code(1);
-        let lines: Vec<_> = run.stdout.lines().collect();
-        assert_eq!(lines.len(), 1, "one line\n{run}");
-        assert!(
-            lines[0].ends_with(&format!(" ERROR orders_batch: {named}")),
-            "{run}"
-        );
-        assert!(
-            run.stderr.is_empty() && run.ran_for < Duration::from_secs(10),
-            "{run}"
-        );
+    for (env, message) in unreachable_databases(&pool) {
+        run_once(&env)
+            .await
+            .assert_start_up_error("orders_batch", &message);
     }
 }
 

@@ -4,8 +4,8 @@
 //! database semantic-convention attributes: sqlx emits no spans of its own.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use sqlx::types::Json;
+use sqlx::{PgPool, Postgres};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -185,16 +185,26 @@ pub(crate) async fn in_db_span<T>(
     result
 }
 
+/// The columns an [`OrderRow`] reads, for every statement that returns orders.
+macro_rules! order_columns {
+    () => {
+        "id, customer_id, items, total_cents, status, created_at, traceparent, tracestate, \
+         attempts, last_error, processed_at, batch_trace_id, batch_span_id"
+    };
+}
+
 // With a key, a transaction-scoped advisory lock on it tells "another request
 // with this key is being stored" (the lock is taken) from "stored already"
 // (the insert conflicts); two requests with one key never both insert.
-const INSERT_ORDER: &str = "INSERT INTO orders \
+const INSERT_ORDER: &str = concat!(
+    "INSERT INTO orders \
      (id, customer_id, items, total_cents, traceparent, tracestate, idempotency_key) \
      SELECT $1, $2, $3, $4, $5, $6, $7 \
      WHERE $7::text IS NULL OR pg_try_advisory_xact_lock(hashtextextended($7, 0)) \
      ON CONFLICT (idempotency_key) DO NOTHING \
-     RETURNING id, customer_id, items, total_cents, status, created_at, traceparent, tracestate, \
-     attempts, last_error, processed_at, batch_trace_id, batch_span_id";
+     RETURNING ",
+    order_columns!()
+);
 
 /// What storing a new order did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,45 +264,43 @@ pub async fn insert_order(
     }
 }
 
-const SELECT_ORDER_BY_KEY: &str = "SELECT id, customer_id, items, total_cents, status, created_at, \
-     traceparent, tracestate, attempts, last_error, processed_at, batch_trace_id, batch_span_id \
-     FROM orders WHERE idempotency_key = $1";
+const SELECT_ORDER_BY_KEY: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE idempotency_key = $1"
+);
 
 /// The order stored with idempotency key `key`, if any.
 async fn find_order_by_key(pool: &PgPool, key: &str) -> Result<Option<Order>, StoreError> {
-    in_db_span(
-        db_span(pool, "SELECT orders", "SELECT", SELECT_ORDER_BY_KEY),
-        async {
-            sqlx::query_as::<_, OrderRow>(SELECT_ORDER_BY_KEY)
-                .bind(key)
-                .fetch_optional(pool)
-                .await
-                .map_err(StoreError::from_sqlx(
-                    "reading an order by its idempotency key",
-                ))
-                .and_then(|row| row.map(Order::try_from).transpose())
-        },
-    )
-    .await
+    let action = "reading an order by its idempotency key";
+    select_order(pool, SELECT_ORDER_BY_KEY, key, action).await
 }
 
-const SELECT_ORDER: &str = "SELECT id, customer_id, items, total_cents, status, created_at, traceparent, \
-     tracestate, attempts, last_error, processed_at, batch_trace_id, batch_span_id \
-     FROM orders WHERE id = $1";
+const SELECT_ORDER: &str = concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1");
 
 /// Reads one order, `None` if there is none with that id.
 pub async fn find_order(pool: &PgPool, id: Uuid) -> Result<Option<Order>, StoreError> {
-    in_db_span(
-        db_span(pool, "SELECT orders", "SELECT", SELECT_ORDER),
-        async {
-            sqlx::query_as::<_, OrderRow>(SELECT_ORDER)
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-                .map_err(StoreError::from_sqlx("reading an order"))
-                .and_then(|row| row.map(Order::try_from).transpose())
-        },
-    )
+    select_order(pool, SELECT_ORDER, id, "reading an order").await
+}
+
+/// The one order `query` selects by `value`, in a `SELECT orders` span.
+async fn select_order<'q, T>(
+    pool: &PgPool,
+    query: &'static str,
+    value: T,
+    action: &'static str,
+) -> Result<Option<Order>, StoreError>
+where
+    T: sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send + 'q,
+{
+    in_db_span(db_span(pool, "SELECT orders", "SELECT", query), async {
+        sqlx::query_as::<_, OrderRow>(query)
+            .bind(value)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from_sqlx(action))
+            .and_then(|row| row.map(Order::try_from).transpose())
+    })
     .await
 }
 

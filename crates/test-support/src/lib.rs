@@ -46,6 +46,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Start-ups whose database cannot be had: a refused port, and a database
+/// that does not exist on `pool`'s server. Each is the environment (with an
+/// acquire timeout far longer than a refused connection takes, and no
+/// telemetry) and the one line a service must print for it.
+#[must_use]
+pub fn unreachable_databases(pool: &PgPool) -> [(Vec<(&'static str, String)>, String); 2] {
+    let server = (*pool.connect_options()).clone();
+    let (host, port, refused) = (server.get_host().to_owned(), server.get_port(), free_port());
+    let env = |options: sqlx::postgres::PgConnectOptions| {
+        vec![
+            ("DATABASE_URL", options.to_url_lossy().to_string()),
+            ("DATABASE_ACQUIRE_TIMEOUT_SECS", "20".to_owned()),
+            ("OTEL_SDK_DISABLED", "true".to_owned()),
+        ]
+    };
+    [
+        (
+            env(server.clone().port(refused)),
+            format!(
+                "cannot connect to PostgreSQL at {host}:{refused} (DATABASE_URL): connection refused"
+            ),
+        ),
+        (
+            env(server.database("orders_nope")),
+            format!(
+                "database \"orders_nope\" does not exist on {host}:{port} (DATABASE_URL): create it with CREATE DATABASE \"orders_nope\";"
+            ),
+        ),
+    ]
+}
+
 /// The database, and export to `receiver` over `protocol` (`grpc` or
 /// `http/protobuf`): spans sent 100 ms after they end, metrics every second.
 #[must_use]

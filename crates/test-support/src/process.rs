@@ -144,6 +144,22 @@ impl Exited {
     pub fn assert_code(&self, code: i32) {
         assert_eq!(self.status.code(), Some(code), "{self}");
     }
+
+    /// Asserts a failed start-up told in one line, `message` from `target`'s
+    /// log, at once (not after the database's acquire timeout), nothing on stderr.
+    pub fn assert_start_up_error(&self, target: &str, message: &str) {
+        self.assert_code(1);
+        let lines: Vec<_> = self.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "one line\n{self}");
+        assert!(
+            lines[0].ends_with(&format!(" ERROR {target}: {message}")),
+            "{self}"
+        );
+        assert!(
+            self.stderr.is_empty() && self.ran_for < Duration::from_secs(10),
+            "{self}"
+        );
+    }
 }
 
 /// How it ended and the last 30 lines of its output, for failure messages.
