@@ -3,14 +3,15 @@
 
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use orders::StoreError;
-use orders::claims::{self, ClaimRequest};
+use orders::claims::{self, Claim, ClaimRequest};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BatchSettings;
 use crate::metrics::BatchMetrics;
-use crate::report::RunSummary;
+use crate::report::{BatchReport, RunSummary};
 
 /// Processes pending orders; one per process, shared by every run.
 #[derive(Debug)]
@@ -38,7 +39,8 @@ impl Worker {
     /// run, not this one.
     ///
     /// Once `stop` is cancelled no new batch starts; the batch in hand gets the
-    /// shutdown grace period to finish, then its orders are given back.
+    /// shutdown grace period to finish, then its orders are given back, as are
+    /// those of the batch claimed ahead.
     pub async fn run(&self, stop: &CancellationToken) -> Result<RunSummary, StoreError> {
         let cutoff = claims::database_now(&self.pool).await?;
         let max_attempts = i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX);
@@ -57,30 +59,23 @@ impl Worker {
             self.metrics.failed(requeued.failed.len(), false);
         }
 
-        let mut ran_out = false;
-        while !stop.is_cancelled() {
-            let claimed = Instant::now();
-            let claim = claims::claim(
-                &self.pool,
-                ClaimRequest {
-                    worker: &self.id,
-                    limit: i64::from(self.settings.max_size),
-                    cutoff,
-                    lease: self.settings.claim_timeout,
-                },
-            )
-            .await?;
+        // The next claim runs in the database while the batch in hand is
+        // reconciled and marked: a run goes at the database's pace, not at
+        // the database's plus its own.
+        let mut next = self.claim(cutoff).await?;
+        let ran_out = loop {
+            let (claim, claimed) = next;
             if claim.orders.is_empty() {
-                ran_out = true;
-                break;
+                break true;
             }
-
-            let batch = self.process_batch(&claim, claimed);
-            tokio::pin!(batch);
-            let outcome = tokio::select! {
-                outcome = &mut batch => Some(outcome),
-                () = orders::shutdown::grace_expired(stop, self.settings.shutdown_grace) => None,
-            };
+            if stop.is_cancelled() {
+                summary.released += self.release(&claim.token).await;
+                break false;
+            }
+            let (upcoming, outcome) = tokio::join!(
+                self.claim(cutoff),
+                self.process_in_time(&claim, claimed, stop)
+            );
             match outcome {
                 Some(Ok(report)) => summary.add(report),
                 Some(Err(error)) => {
@@ -88,6 +83,9 @@ impl Worker {
                     summary.failed_batches += 1;
                     summary.released += self.release(&claim.token).await;
                     if error.is_unavailable() {
+                        if let Ok((upcoming, _)) = &upcoming {
+                            self.release(&upcoming.token).await;
+                        }
                         return Err(error);
                     }
                 }
@@ -100,7 +98,8 @@ impl Worker {
                     summary.released += self.release(&claim.token).await;
                 }
             }
-        }
+            next = upcoming?;
+        };
 
         if !ran_out {
             summary.interrupted = true;
@@ -112,6 +111,32 @@ impl Worker {
             tracing::info!(%summary, "run finished");
         }
         Ok(summary)
+    }
+
+    /// Claims the next batch, oldest first; the `Instant` is when the claim
+    /// was made, for the duration metric.
+    async fn claim(&self, cutoff: DateTime<Utc>) -> Result<(Claim, Instant), StoreError> {
+        let request = ClaimRequest {
+            worker: &self.id,
+            limit: i64::from(self.settings.max_size),
+            cutoff,
+            lease: self.settings.claim_timeout,
+        };
+        let claim = claims::claim(&self.pool, request).await?;
+        Ok((claim, Instant::now()))
+    }
+
+    /// Processes `claim`; `None` when the shutdown grace ran out first.
+    async fn process_in_time(
+        &self,
+        claim: &Claim,
+        claimed: Instant,
+        stop: &CancellationToken,
+    ) -> Option<Result<BatchReport, StoreError>> {
+        tokio::select! {
+            outcome = self.process_batch(claim, claimed) => Some(outcome),
+            () = orders::shutdown::grace_expired(stop, self.settings.shutdown_grace) => None,
+        }
     }
 
     /// Orders waiting for a run, for the summary of one that was stopped; a
