@@ -63,6 +63,8 @@ async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
         let mut env = otel_env(&pool, &receiver, protocol);
         env.push(("OTEL_BSP_SCHEDULE_DELAY", "5000".to_owned()));
         env.push(("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_owned()));
+        // The line per order is DEBUG.
+        env.push(("RUST_LOG", "info,orders_api=debug".to_owned()));
         let (api, app) = start(&env).await;
         // Each continuing a trace with a 16 KB tracestate: unbounded, every
         // span would carry it, and one export of 512 spans would be 8 MB.
