@@ -12,7 +12,9 @@ machine, side by side, printed as a table with ratios:
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/benchmark.py
 
 It builds the release binaries, creates a scratch database on that server (and
-drops it), and needs pgbench. Telemetry settings are docker-compose.yml's.
+drops it), and needs pgbench. Telemetry settings are docker-compose.yml's. Each
+figure is the median of --runs runs, the runs of what is compared taking turns:
+a shared machine drifts by more than the differences measured.
 """
 import argparse
 import http.server
@@ -182,7 +184,13 @@ def batch(args, database, receiver, size, start_and_exit):
     raw = subprocess.run([os.path.join(RELEASE, "examples", "raw_loop")], env={**os.environ, "DATABASE_URL": database, "BATCH_MAX_SIZE": str(size)},
                          capture_output=True, text=True, check=True)
     run["raw"] = float(re.search(rf"raw loop: {args.orders} orders in [\d.]+ s, ([\d.]+)/s", raw.stdout)[1])
+    run["ratio"] = run["rate"] / run["raw"]
     return run
+
+
+def medians(runs):
+    """Each figure's median over the runs."""
+    return {key: sorted(run[key] for run in runs)[len(runs) // 2] for key in runs[0]}
 
 
 def main():
@@ -191,6 +199,7 @@ def main():
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight, for the API and pgbench")
     parser.add_argument("--orders", type=int, default=100_000, help="pending orders for each batch run")
     parser.add_argument("--batch-sizes", default="500,1000,5000", help="BATCH_MAX_SIZE values to run")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each, whose median is printed")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL names a PostgreSQL server")
     build = ["cargo", "build", "--release", "--quiet", "-p", "orders-api", "-p", "orders-batch", "-p", "orders-load"]
@@ -202,25 +211,26 @@ def main():
     psql(server, f"CREATE DATABASE {name}")
     receiver = Received()
     try:
-        on = api(args, database, receiver, export=True)
-        off = api(args, database, receiver, export=False)
-        raw = pgbench(database, ROW, args.concurrency, args.seconds)
+        apis = [(api(args, database, receiver, export=True), api(args, database, receiver, export=False),
+                 {"rate": pgbench(database, ROW, args.concurrency, args.seconds)}) for _ in range(args.runs)]
+        on, off, raw = (medians([run[variant] for run in apis]) for variant in range(3))
         psql(database, "TRUNCATE orders")
         start_and_exit, _ = batch_seconds(database, receiver, 1000)
-        batches = {int(size): batch(args, database, receiver, int(size), start_and_exit) for size in args.batch_sizes.split(",")}
+        sizes = [int(size) for size in args.batch_sizes.split(",")]
+        batches = {size: medians([batch(args, database, receiver, size, start_and_exit) for _ in range(args.runs)]) for size in sizes}
     finally:
         psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     tls = "TLS" if "sslmode=disable" not in server else "plain TCP"
-    print(f"\norders-api, {args.concurrency} requests in flight, {args.seconds} s each, PostgreSQL over {tls} (sslmode as DATABASE_URL says)")
+    print(f"\norders-api, {args.concurrency} requests in flight, {args.seconds} s each, median of {args.runs}, PostgreSQL over {tls} (sslmode as DATABASE_URL says)")
     print(f"{'':<26}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/order':>14}{'peak RSS MB':>13}{'OTLP B/order':>14}")
     for label, run in (("export on", on), ("SDK disabled", off)):
         print(f"{label:<26}{run['rate']:>10.0f}{run['p50']:>9.2f}{run['p99']:>9.2f}{run['cpu_us']:>14.0f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
-    print(f"{'raw INSERT (pgbench)':<26}{raw:>10.0f}")
-    print(f"ratios: export on / raw INSERT {on['rate'] / raw:.2f}; export on / SDK disabled {on['rate'] / off['rate']:.2f}")
-    print(f"\norders-batch --once over {args.orders} pending orders, export on (its start and exit, {start_and_exit:.2f} s with nothing pending, left out)")
+    print(f"{'raw INSERT (pgbench)':<26}{raw['rate']:>10.0f}")
+    print(f"ratios: export on / raw INSERT {on['rate'] / raw['rate']:.2f}; export on / SDK disabled {on['rate'] / off['rate']:.2f}")
+    print(f"\norders-batch --once over {args.orders} pending orders, export on, median of {args.runs} (its start and exit, {start_and_exit:.2f} s with nothing pending, left out)")
     print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'raw loop/s':>12}{'ratio':>8}{'peak RSS MB':>13}{'OTLP B/order':>14}")
     for size, run in batches.items():
-        print(f"{size:<16}{run['rate']:>10.0f}{run['raw']:>12.0f}{run['rate'] / run['raw']:>8.2f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
+        print(f"{size:<16}{run['rate']:>10.0f}{run['raw']:>12.0f}{run['ratio']:>8.2f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
 
 
 if __name__ == "__main__":

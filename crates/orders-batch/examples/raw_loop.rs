@@ -16,13 +16,18 @@
 use std::time::{Duration, Instant};
 
 use orders::claims::{self, ClaimRequest, Outcome};
+use orders::db::PoolSettings;
 
 #[tokio::main]
 async fn main() {
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL names the database");
     let size: i64 =
         std::env::var("BATCH_MAX_SIZE").map_or(1000, |size| size.parse().expect("a number"));
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let settings = PoolSettings {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let pool = orders::db::connect_lazy(&url, settings).unwrap();
     let cutoff = claims::database_now(&pool).await.unwrap();
     let started = Instant::now();
     let mut processed = 0;
