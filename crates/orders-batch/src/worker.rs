@@ -59,18 +59,43 @@ impl Worker {
             self.metrics.failed(requeued.failed.len(), false);
         }
 
-        // The next claim runs in the database while the batch in hand is
-        // reconciled and marked: a run goes at the database's pace, not at
-        // the database's plus its own.
+        let ran_out = self.process_pending(cutoff, stop, &mut summary).await?;
+        if !ran_out {
+            summary.interrupted = true;
+            summary.pending = self.count_pending().await;
+            tracing::info!(%summary, "run interrupted by shutdown: orders still pending");
+        } else if summary.batches == 0 && summary.failed_batches == 0 {
+            tracing::info!("no pending orders");
+        } else {
+            tracing::info!(%summary, "run finished");
+        }
+        Ok(summary)
+    }
+
+    /// Claims and processes batches until none is left (`true`) or `stop` is
+    /// cancelled (`false`). The next batch is claimed while the one in hand is
+    /// processed: the claim runs in the database while the batch is marked, on
+    /// a second connection, so the two statements no longer take turns.
+    async fn process_pending(
+        &self,
+        cutoff: DateTime<Utc>,
+        stop: &CancellationToken,
+        summary: &mut RunSummary,
+    ) -> Result<bool, StoreError> {
+        if stop.is_cancelled() {
+            return Ok(false);
+        }
         let mut next = self.claim(cutoff).await?;
-        let ran_out = loop {
+        loop {
             let (claim, claimed) = next;
-            if claim.orders.is_empty() {
-                break true;
-            }
             if stop.is_cancelled() {
-                summary.released += self.release(&claim.token).await;
-                break false;
+                if !claim.orders.is_empty() {
+                    summary.released += self.release(&claim.token).await;
+                }
+                return Ok(false);
+            }
+            if claim.orders.is_empty() {
+                return Ok(true);
             }
             let (upcoming, outcome) = tokio::join!(
                 self.claim(cutoff),
@@ -99,23 +124,13 @@ impl Worker {
                 }
             }
             next = upcoming?;
-        };
-
-        if !ran_out {
-            summary.interrupted = true;
-            summary.pending = self.count_pending().await;
-            tracing::info!(%summary, "run interrupted by shutdown: orders still pending");
-        } else if summary.batches == 0 && summary.failed_batches == 0 {
-            tracing::info!("no pending orders");
-        } else {
-            tracing::info!(%summary, "run finished");
         }
-        Ok(summary)
     }
 
-    /// Claims the next batch, oldest first; the `Instant` is when the claim
-    /// was made, for the duration metric.
+    /// Claims the next batch, oldest first; the `Instant` is when claiming
+    /// began, for the duration metric.
     async fn claim(&self, cutoff: DateTime<Utc>) -> Result<(Claim, Instant), StoreError> {
+        let claimed = Instant::now();
         let request = ClaimRequest {
             worker: &self.id,
             limit: i64::from(self.settings.max_size),
@@ -123,7 +138,7 @@ impl Worker {
             lease: self.settings.claim_timeout,
         };
         let claim = claims::claim(&self.pool, request).await?;
-        Ok((claim, Instant::now()))
+        Ok((claim, claimed))
     }
 
     /// Processes `claim`; `None` when the shutdown grace ran out first.

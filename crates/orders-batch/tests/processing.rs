@@ -160,11 +160,14 @@ async fn a_run_asked_to_stop_before_it_starts_claims_nothing(pool: PgPool) {
 
     let summary = worker(&pool, settings(10)).run(&stop).await.unwrap();
 
-    assert_eq!(summary.batches, 0);
+    assert_eq!(
+        (summary.batches, summary.released, summary.interrupted),
+        (0, 0, true)
+    );
     assert!(
         rows(&pool)
             .await
             .iter()
-            .all(|row| row.status == "pending" && row.attempts == 0)
+            .all(|row| row.status == "pending" && row.attempts == 0 && row.claimed_by.is_none())
     );
 }
