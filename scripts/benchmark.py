@@ -17,6 +17,7 @@ figure is the median of --runs runs, the runs of what is compared taking turns:
 a shared machine drifts by more than the differences measured.
 """
 import argparse
+import glob
 import http.server
 import os
 import re
@@ -155,12 +156,20 @@ def api(args, database, receiver, export):
 
 
 def pgbench(database, script, clients, seconds):
-    path = os.path.join(ROOT, "target", "benchmark.sql")
+    """pgbench's rate, and its latencies' p50 and p99 from its per-transaction log."""
+    target = os.path.join(ROOT, "target")
+    path, prefix = os.path.join(target, "benchmark.sql"), os.path.join(target, "benchmark-pgbench")
     with open(path, "w") as file:
         file.write(script)
-    run = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "-f", path, database],
+    for old in glob.glob(prefix + ".*"):
+        os.remove(old)
+    run = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
+                          "-l", "--log-prefix", prefix, "-f", path, database],
                          capture_output=True, text=True, check=True)
-    return float(re.search(r"tps = ([\d.]+)", run.stdout)[1])
+    # Each line: client, transaction, latency in µs, ...
+    micros = sorted(int(line.split()[2]) for log in glob.glob(prefix + ".*") for line in open(log))
+    return {"rate": float(re.search(r"tps = ([\d.]+)", run.stdout)[1]),
+            "p50": micros[len(micros) // 2] / 1000, "p99": micros[len(micros) * 99 // 100] / 1000}
 
 
 def batch_seconds(database, receiver, size):
@@ -212,7 +221,7 @@ def main():
     receiver = Received()
     try:
         apis = [(api(args, database, receiver, export=True), api(args, database, receiver, export=False),
-                 {"rate": pgbench(database, ROW, args.concurrency, args.seconds)}) for _ in range(args.runs)]
+                 pgbench(database, ROW, args.concurrency, args.seconds)) for _ in range(args.runs)]
         on, off, raw = (medians([run[variant] for run in apis]) for variant in range(3))
         psql(database, "TRUNCATE orders")
         start_and_exit, _ = batch_seconds(database, receiver, 1000)
@@ -225,7 +234,7 @@ def main():
     print(f"{'':<26}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/order':>14}{'peak RSS MB':>13}{'OTLP B/order':>14}")
     for label, run in (("export on", on), ("SDK disabled", off)):
         print(f"{label:<26}{run['rate']:>10.0f}{run['p50']:>9.2f}{run['p99']:>9.2f}{run['cpu_us']:>14.0f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
-    print(f"{'raw INSERT (pgbench)':<26}{raw['rate']:>10.0f}")
+    print(f"{'raw INSERT (pgbench)':<26}{raw['rate']:>10.0f}{raw['p50']:>9.2f}{raw['p99']:>9.2f}")
     print(f"ratios: export on / raw INSERT {on['rate'] / raw['rate']:.2f}; export on / SDK disabled {on['rate'] / off['rate']:.2f}")
     print(f"\norders-batch --once over {args.orders} pending orders, export on, median of {args.runs} (its start and exit, {start_and_exit:.2f} s with nothing pending, left out)")
     print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'raw loop/s':>12}{'ratio':>8}{'peak RSS MB':>13}{'OTLP B/order':>14}")
