@@ -182,14 +182,18 @@ def batch_seconds(database, receiver, size):
     return time.monotonic() - started, rss
 
 
-def batch(args, database, receiver, size, start_and_exit):
+def pending_orders(database, count):
+    """Nothing in the table but `count` pending orders."""
     psql(database, "TRUNCATE orders")
-    psql(database, SEED.replace("{n}", str(args.orders)))
+    psql(database, SEED.replace("{n}", str(count)))
+
+
+def batch(args, database, receiver, size, start_and_exit):
+    pending_orders(database, args.orders)
     seconds, rss = batch_seconds(database, receiver, size)
     run = {"rate": args.orders / (seconds - start_and_exit), "rss": rss, "bytes": receiver.take() / args.orders}
     # The baseline: the same claim and mark statements in a plain loop.
-    psql(database, "TRUNCATE orders")
-    psql(database, SEED.replace("{n}", str(args.orders)))
+    pending_orders(database, args.orders)
     raw = subprocess.run([os.path.join(RELEASE, "examples", "raw_loop")], env={**os.environ, "DATABASE_URL": database, "BATCH_MAX_SIZE": str(size)},
                          capture_output=True, text=True, check=True)
     run["raw"] = float(re.search(rf"raw loop: {args.orders} orders in [\d.]+ s, ([\d.]+)/s", raw.stdout)[1])
@@ -211,9 +215,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="runs of each, whose median is printed")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL names a PostgreSQL server")
-    build = ["cargo", "build", "--release", "--quiet", "-p", "orders-api", "-p", "orders-batch", "-p", "orders-load"]
-    subprocess.run(build, cwd=ROOT, check=True)
-    subprocess.run([*build, "--example", "raw_loop"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "orders-api", "-p", "orders-batch", "-p", "orders-load",
+                    "--bins", "--example", "raw_loop"], cwd=ROOT, check=True)
     name = f"orders_benchmark_{os.getpid()}"
     parts = urllib.parse.urlsplit(server)
     database = urllib.parse.urlunsplit(parts._replace(path="/" + name))

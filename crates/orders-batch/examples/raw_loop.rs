@@ -13,30 +13,28 @@
     reason = "a benchmark baseline that fails loudly and prints its figure"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use clap::Parser;
 use orders::claims::{self, ClaimRequest, Outcome};
-use orders::db::PoolSettings;
+use orders_batch::Config;
 
 #[tokio::main]
 async fn main() {
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL names the database");
-    let size: i64 =
-        std::env::var("BATCH_MAX_SIZE").map_or(1000, |size| size.parse().expect("a number"));
-    let settings = PoolSettings {
-        max_connections: 2,
-        acquire_timeout: Duration::from_secs(5),
-    };
-    let pool = orders::db::connect_lazy(&url, settings).unwrap();
+    // orders-batch's own configuration: the same database, batch size, pool
+    // and claim settings, from the same variables.
+    let config = Config::parse();
+    let settings = config.batch_settings();
+    let pool = orders::db::connect_lazy(&config.database_url, config.pool_settings()).unwrap();
     let cutoff = claims::database_now(&pool).await.unwrap();
     let started = Instant::now();
     let mut processed = 0;
     loop {
         let request = ClaimRequest {
             worker: "raw-loop",
-            limit: size,
+            limit: i64::from(settings.max_size),
             cutoff,
-            lease: Duration::from_mins(1),
+            lease: settings.claim_timeout,
         };
         let claim = claims::claim(&pool, request).await.unwrap();
         if claim.orders.is_empty() {
