@@ -15,6 +15,9 @@
 //!    starts, so the sampler sees them.
 //! 5. **Size the link limit**: [`with_link_limit`], or the SDK keeps 128 links a
 //!    span and drops the rest without a word.
+//!
+//! Because the links are there at creation, a sampler can decide by them:
+//! [`sampling`] keeps a batch span exactly when a request it links to was kept.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -25,6 +28,9 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::TracerProviderBuilder;
 use tracing_opentelemetry::{OpenTelemetrySpanExt, SetParentError};
+
+pub mod sampling;
+pub use sampling::{LinkSampler, LinkSelection};
 
 /// The link attribute naming the work item a link was made for (the
 /// OpenTelemetry messaging conventions put per-message values on links).
@@ -177,6 +183,21 @@ impl Links {
     /// Every link: for the span that handles the whole batch.
     pub fn all(&self) -> impl Iterator<Item = &Link> {
         self.0.iter().flatten()
+    }
+
+    /// The links the span for the whole batch is given under `selection`, and
+    /// with [`LinkSelection::Sampled`] the number of links left out because
+    /// their span was not sampled.
+    #[must_use]
+    pub fn selected(&self, selection: LinkSelection) -> (Vec<&Link>, Option<usize>) {
+        match selection {
+            LinkSelection::All => (self.all().collect(), None),
+            LinkSelection::Sampled => {
+                let (sampled, unsampled): (Vec<&Link>, Vec<&Link>) =
+                    self.all().partition(|link| link.span_context.is_sampled());
+                (sampled, Some(unsampled.len()))
+            }
+        }
     }
 
     /// The link of the item at `index`: for a span that handles that item alone.

@@ -7,6 +7,7 @@
 use std::env;
 use std::time::Duration;
 
+use span_links::sampling::LINKS_SAMPLER;
 use tracing_subscriber::EnvFilter;
 
 /// Every environment variable a service's telemetry honours: the ones this
@@ -134,6 +135,10 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// `OTEL_SPAN_LINK_COUNT_LIMIT`, raised to what the service's spans carry.
     pub links_per_span: u32,
+    /// With `OTEL_TRACES_SAMPLER=links`, the ratio its roots without a link
+    /// to a sampled span are kept at: `OTEL_TRACES_SAMPLER_ARG`, 0 by default.
+    /// The SDK does not know this sampler; `providers` installs it.
+    pub links_sampler_ratio: Option<f64>,
     /// `OTEL_BSP_MAX_QUEUE_SIZE`, raised to four bursts of spans.
     pub span_queue_size: usize,
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS`: how long the flush at exit may take,
@@ -147,7 +152,8 @@ pub struct TelemetryConfig {
 type Variables<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The samplers `OTEL_TRACES_SAMPLER` may name (the specification's, as this
-/// SDK implements them), and those that take `OTEL_TRACES_SAMPLER_ARG`.
+/// SDK implements them, and `links`), and those that take
+/// `OTEL_TRACES_SAMPLER_ARG`.
 const SAMPLERS: &[&str] = &[
     "always_on",
     "always_off",
@@ -155,8 +161,9 @@ const SAMPLERS: &[&str] = &[
     "parentbased_always_on",
     "parentbased_always_off",
     "parentbased_traceidratio",
+    LINKS_SAMPLER,
 ];
-const RATIO_SAMPLERS: &[&str] = &["traceidratio", "parentbased_traceidratio"];
+const RATIO_SAMPLERS: &[&str] = &["traceidratio", "parentbased_traceidratio", LINKS_SAMPLER];
 
 /// Numbers the SDK reads itself, and would replace by its default without a
 /// word if malformed.
@@ -222,6 +229,12 @@ impl TelemetryConfig {
         }
         let links = number(get, "OTEL_SPAN_LINK_COUNT_LIMIT")?
             .map_or(0, |limit| u32::try_from(limit).unwrap_or(u32::MAX));
+        let links_sampler_ratio =
+            (one_of(get, "OTEL_TRACES_SAMPLER", SAMPLERS)? == Some(LINKS_SAMPLER)).then(|| {
+                get("OTEL_TRACES_SAMPLER_ARG")
+                    .and_then(|ratio| ratio.parse().ok())
+                    .unwrap_or(0.0)
+            });
         let queue = number(get, "OTEL_BSP_MAX_QUEUE_SIZE")?.map_or(DEFAULT_QUEUE_SIZE, |size| {
             usize::try_from(size).unwrap_or(usize::MAX)
         });
@@ -236,6 +249,7 @@ impl TelemetryConfig {
             exporters,
             log_filter,
             links_per_span: links.max(limits.links_per_span),
+            links_sampler_ratio,
             span_queue_size: queue.max(limits.spans_per_burst.saturating_mul(4)),
             shutdown_timeout: number(get, "TELEMETRY_SHUTDOWN_TIMEOUT_MS")?
                 .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
@@ -497,6 +511,17 @@ mod tests {
                 .ends_with("a ratio from 0 to 1")
         );
         assert!(config(&[ratio[0], ("OTEL_TRACES_SAMPLER_ARG", "0.1")]).is_ok());
+        let links = |arg: &[(&str, &str)]| {
+            let variables = [&[("OTEL_TRACES_SAMPLER", "links")], arg].concat();
+            config(&variables).map(|config| config.links_sampler_ratio)
+        };
+        assert_eq!(links(&[]).unwrap(), Some(0.0));
+        assert_eq!(
+            links(&[("OTEL_TRACES_SAMPLER_ARG", "0.25")]).unwrap(),
+            Some(0.25)
+        );
+        assert!(links(&[("OTEL_TRACES_SAMPLER_ARG", "-1")]).is_err());
+        assert_eq!(config(&ratio[..1]).unwrap().links_sampler_ratio, None);
         // A protocol matters only to a signal exported over OTLP.
         let console = [
             ("OTEL_TRACES_EXPORTER", "CONSOLE"),

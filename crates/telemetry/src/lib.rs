@@ -28,6 +28,7 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use span_links::LinkSelection;
 use tokio::task::JoinHandle;
 use tracing::Dispatch;
 use tracing_subscriber::Registry;
@@ -77,6 +78,7 @@ pub struct Telemetry {
     meter: Option<SdkMeterProvider>,
     logger: Option<SdkLoggerProvider>,
     shutdown_timeout: Duration,
+    link_selection: LinkSelection,
 }
 
 /// Installs the global tracing subscriber, the providers and the W3C
@@ -92,6 +94,11 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
         meter: providers::meter(&config, resource.clone())?,
         logger: providers::logger(&config, resource)?,
         shutdown_timeout: config.shutdown_timeout,
+        link_selection: if config.links_sampler_ratio.is_some() {
+            LinkSelection::Sampled
+        } else {
+            LinkSelection::All
+        },
     };
     opentelemetry::global::set_tracer_provider(telemetry.tracer.clone());
     if let Some(meter) = &telemetry.meter {
@@ -122,6 +129,13 @@ pub fn install_propagator() {
 }
 
 impl Telemetry {
+    /// Which links a span for a batch of work is given: with
+    /// `OTEL_TRACES_SAMPLER=links`, only those to sampled spans.
+    #[must_use]
+    pub fn link_selection(&self) -> LinkSelection {
+        self.link_selection
+    }
+
     /// Flushes and shuts down every provider, all at once, within
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS` (5 s by default) however long an
     /// endpoint takes to answer. What could not be flushed is lost, and a

@@ -10,7 +10,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanExporter,
 };
 use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
-use span_links::with_link_limit;
+use span_links::{LinkSampler, with_link_limit};
 
 use crate::TelemetryError;
 use crate::config::{Exporter, Signal, TelemetryConfig};
@@ -33,8 +33,12 @@ pub(crate) fn tracer(
     config: &TelemetryConfig,
     resource: Resource,
 ) -> Result<SdkTracerProvider, TelemetryError> {
-    let builder = with_link_limit(SdkTracerProvider::builder(), config.links_per_span)
+    let mut builder = with_link_limit(SdkTracerProvider::builder(), config.links_per_span)
         .with_resource(resource);
+    // The SDK reads the other samplers from the environment itself.
+    if let Some(ratio) = config.links_sampler_ratio {
+        builder = builder.with_sampler(LinkSampler::new(ratio));
+    }
     Ok(match config.exporter(Signal::Traces) {
         Exporter::Otlp => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
