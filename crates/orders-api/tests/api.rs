@@ -58,8 +58,9 @@ async fn an_order_is_created_read_back_and_shows_the_batch_that_processed_it(poo
         created
     );
 
-    // What orders-batch writes when it processes the order.
-    sqlx::query("UPDATE orders SET status = 'processed', processed_at = now(), attempts = 1, batch_trace_id = $2, batch_span_id = $3 WHERE id = $1::uuid")
+    // What orders-batch writes when it processes the order in a batch whose
+    // span was not recorded (link-aware sampling, no sampled order in it).
+    sqlx::query("UPDATE orders SET status = 'processed', processed_at = now(), attempts = 1, batch_trace_id = $2, batch_span_id = $3, batch_span_sampled = false WHERE id = $1::uuid")
         .bind(id).bind("0af7651916cd43dd8448eb211c80319c").bind("b7ad6b7169203331")
         .execute(&pool).await.unwrap();
     let read: Value = app.get(&location).await.json().await.unwrap();
@@ -70,7 +71,7 @@ async fn an_order_is_created_read_back_and_shows_the_batch_that_processed_it(poo
     assert!(read["processed_at"].is_string());
     assert_eq!(
         read["process_batch"],
-        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"})
+        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331", "recorded": false})
     );
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use orders_batch::{BatchMetrics, BatchSettings, Worker};
+use span_links::LinkSelection;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -58,6 +59,7 @@ async fn main() {
                 max_attempts: 5,
                 claim_timeout: Duration::from_mins(5),
                 shutdown_grace: Duration::from_secs(20),
+                links: LinkSelection::All,
             },
             BatchMetrics::new(&opentelemetry::global::meter("bench")),
         );

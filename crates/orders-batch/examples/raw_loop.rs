@@ -18,13 +18,14 @@ use std::time::Instant;
 use clap::Parser;
 use orders::claims::{self, ClaimRequest, Outcome};
 use orders_batch::Config;
+use span_links::LinkSelection;
 
 #[tokio::main]
 async fn main() {
     // orders-batch's own configuration: the same database, batch size, pool
     // and claim settings, from the same variables.
     let config = Config::parse();
-    let settings = config.batch_settings();
+    let settings = config.batch_settings(LinkSelection::All);
     let pool = orders::db::connect_lazy(&config.database_url, config.pool_settings()).unwrap();
     let cutoff = claims::database_now(&pool).await.unwrap();
     let started = Instant::now();

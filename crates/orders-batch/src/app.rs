@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use span_links::LinkSelection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -16,7 +17,12 @@ use crate::worker::Worker;
 /// it stops there.
 ///
 /// `--once` prints a one-line summary and fails when a batch failed.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+/// Its `process-batch` spans are given `links` (see `BatchSettings::links`).
+pub async fn run(
+    config: Config,
+    links: LinkSelection,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let start_up = orders::db::connect_and_migrate(&config.database_url, config.pool_settings());
     let Some(pool) = shutdown.run_until_cancelled(start_up).await else {
         tracing::info!("orders-batch stopped during start-up");
@@ -26,7 +32,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // only push the cause further along the line.
     let pool = pool?;
     let metrics = BatchMetrics::new(&opentelemetry::global::meter("orders-batch"));
-    let worker = Worker::new(pool, config.batch_settings(), metrics);
+    let worker = Worker::new(pool, config.batch_settings(links), metrics);
 
     if !config.once {
         run_on_schedule(Arc::new(worker), &config.schedule, shutdown).await?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use orders::db::PoolSettings;
 use orders_telemetry::SpanLimits;
+use span_links::LinkSelection;
 
 use crate::schedule::Schedule;
 
@@ -74,13 +75,15 @@ impl Config {
         }
     }
 
+    /// The batch settings, its spans given `links` (which the sampler decides).
     #[must_use]
-    pub fn batch_settings(&self) -> BatchSettings {
+    pub fn batch_settings(&self, links: LinkSelection) -> BatchSettings {
         BatchSettings {
             max_size: self.batch_max_size,
             max_attempts: self.batch_max_attempts,
             claim_timeout: Duration::from_secs(self.batch_claim_timeout_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            links,
         }
     }
 
@@ -108,4 +111,7 @@ pub struct BatchSettings {
     pub claim_timeout: Duration,
     /// How long the batch in hand may take to finish once shutdown is asked.
     pub shutdown_grace: Duration,
+    /// Which links a `process-batch` span is given: only those to sampled
+    /// requests when `OTEL_TRACES_SAMPLER=links` decides by them.
+    pub links: LinkSelection,
 }

@@ -31,9 +31,10 @@ impl Worker {
         let orders = claim.orders.iter();
         let links = Links::to(orders.map(|order| (order.id, order.source_trace.as_ref())));
         let unlinked: Vec<Uuid> = links.unlinked().map(|i| claim.orders[i].id).collect();
-        let span = process_batch_span(claim.orders.len(), unlinked.len());
-        // The root of a new trace, with every link from its creation on.
-        start_with_links(&span, Context::new(), links.all());
+        let (given, unsampled) = links.selected(self.settings.links);
+        let span = process_batch_span(claim.orders.len(), unlinked.len(), unsampled);
+        // The root of a new trace, with its links from its creation on.
+        start_with_links(&span, Context::new(), given);
 
         let batch = span.context();
         let result = self
@@ -77,6 +78,7 @@ impl Worker {
         let batch_span = span_context.is_valid().then(|| BatchSpan {
             trace_id: span_context.trace_id().to_string(),
             span_id: span_context.span_id().to_string(),
+            recorded: Some(span_context.is_sampled()),
         });
         let finished =
             claims::finish(&self.pool, &claim.token, batch_span.as_ref(), &outcomes).await?;
@@ -84,8 +86,10 @@ impl Worker {
     }
 }
 
-/// The `process-batch` span of `size` orders, `unlinked` of them without a link.
-fn process_batch_span(size: usize, unlinked: usize) -> Span {
+/// The `process-batch` span of `size` orders, `unlinked` of them without a
+/// link and, when only links to sampled requests are given, `unsampled` of
+/// them linked to none.
+fn process_batch_span(size: usize, unlinked: usize, unsampled: Option<usize>) -> Span {
     let size = as_i64(size);
     tracing::info_span!(
         parent: None,
@@ -101,6 +105,7 @@ fn process_batch_span(size: usize, unlinked: usize) -> Span {
         messaging.batch.message_count = size,
         batch.size = size,
         batch.unlinked_count = as_i64(unlinked),
+        batch.unsampled_count = unsampled.map(as_i64),
         batch.processed_count = Empty,
         batch.failed_count = Empty,
         batch.retrying_count = Empty,

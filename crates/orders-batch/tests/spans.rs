@@ -16,8 +16,10 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLoggerProvider};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider, ShouldSample};
+use orders_batch::BatchSettings;
 use orders_test_support::{ReceivedSpan, named};
+use span_links::{LinkSampler, LinkSelection};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::subscriber::DefaultGuard;
@@ -34,11 +36,16 @@ struct Captured {
 }
 
 fn capture() -> Captured {
+    capture_sampled_by(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+}
+
+fn capture_sampled_by(sampler: impl ShouldSample + 'static) -> Captured {
     let (spans, logs) = (
         InMemorySpanExporter::default(),
         InMemoryLogExporter::default(),
     );
     let tracer = span_links::with_link_limit(SdkTracerProvider::builder(), 10)
+        .with_sampler(sampler)
         .with_simple_exporter(spans.clone())
         .build();
     let logger = SdkLoggerProvider::builder()
@@ -66,6 +73,16 @@ impl Captured {
             .into_iter()
             .map(ReceivedSpan::from_sdk)
             .collect()
+    }
+
+    /// The trace id of the first log record whose body is `body`.
+    fn trace_of_log(&self, body: &str) -> Option<String> {
+        self.logger.force_flush().unwrap();
+        let records = self.logs.get_emitted_logs().unwrap();
+        let record = records.iter().find(|log| {
+            matches!(log.record.body(), Some(AnyValue::String(text)) if text.as_str() == body)
+        })?;
+        Some(record.record.trace_context()?.trace_id.to_string())
     }
 
     /// Each of the product's log records: its body and its `orders` attribute, if any.
@@ -203,5 +220,45 @@ async fn an_order_that_does_not_reconcile_fails_its_step_and_is_retried_until_fa
     assert_eq!(
         worker.run(&CancellationToken::new()).await.unwrap().batches,
         0
+    );
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn an_order_failing_in_an_unrecorded_batch_is_logged_with_the_batch_trace(pool: PgPool) {
+    let captured = capture_sampled_by(LinkSampler::new(0.0));
+    let bad = seed_orders(&pool, 3).await[1];
+    // Requests that were not sampled (trace flags 00), and one order that fails.
+    let unsampled = "UPDATE orders SET traceparent = left(traceparent, 53) || '00', \
+        total_cents = total_cents + (id = $1)::int";
+    sqlx::query(unsampled)
+        .bind(bad)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let linking_sampled = BatchSettings {
+        links: LinkSelection::Sampled,
+        ..settings(10)
+    };
+    let summary = worker(&pool, linking_sampled)
+        .run(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((summary.processed, summary.retrying), (2, 1));
+
+    assert_eq!(
+        captured.spans().len(),
+        0,
+        "no span of a run of unsampled orders"
+    );
+    let row = rows(&pool)
+        .await
+        .into_iter()
+        .find(|row| row.id == bad)
+        .unwrap();
+    assert_eq!(row.batch_span_sampled, Some(false));
+    let batch_trace = row.batch_trace_id.unwrap();
+    assert_eq!(
+        captured.trace_of_log("order did not reconcile"),
+        Some(batch_trace)
     );
 }

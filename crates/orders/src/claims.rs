@@ -217,7 +217,7 @@ pub async fn claim(pool: &PgPool, request: ClaimRequest<'_>) -> Result<Claim, St
 const FINISH: &str = "UPDATE orders AS o SET \
      status = m.status, last_error = m.error, \
      processed_at = CASE WHEN m.status = 'processed' THEN now() END, \
-     batch_trace_id = $2, batch_span_id = $3, \
+     batch_trace_id = $2, batch_span_id = $3, batch_span_sampled = $7, \
      claimed_by = NULL, claim_expires_at = NULL \
      FROM UNNEST($4::uuid[], $5::text[], $6::text[]) AS m(id, status, error) \
      WHERE o.id = m.id AND o.claimed_by = $1 AND o.status = 'processing' \
@@ -252,6 +252,7 @@ pub async fn finish(
             .bind(&ids)
             .bind(&statuses)
             .bind(&errors)
+            .bind(batch_span.and_then(|span| span.recorded))
             .fetch_all(pool)
             .await
             .map_err(StoreError::from_sqlx("marking claimed orders"))

@@ -100,6 +100,7 @@ struct OrderRow {
     processed_at: Option<DateTime<Utc>>,
     batch_trace_id: Option<String>,
     batch_span_id: Option<String>,
+    batch_span_sampled: Option<bool>,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -108,7 +109,11 @@ impl TryFrom<OrderRow> for Order {
     fn try_from(row: OrderRow) -> Result<Self, StoreError> {
         let status = stored_status(row.id, &row.status)?;
         let batch_span = match (row.batch_trace_id, row.batch_span_id) {
-            (Some(trace_id), Some(span_id)) => Some(BatchSpan { trace_id, span_id }),
+            (Some(trace_id), Some(span_id)) => Some(BatchSpan {
+                trace_id,
+                span_id,
+                recorded: row.batch_span_sampled,
+            }),
             _ => None,
         };
         Ok(Self {
@@ -189,7 +194,7 @@ pub(crate) async fn in_db_span<T>(
 macro_rules! order_columns {
     () => {
         "id, customer_id, items, total_cents, status, created_at, traceparent, tracestate, \
-         attempts, last_error, processed_at, batch_trace_id, batch_span_id"
+         attempts, last_error, processed_at, batch_trace_id, batch_span_id, batch_span_sampled"
     };
 }
 

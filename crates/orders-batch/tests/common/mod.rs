@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
 use orders::{JsonObject, OrderRequest, store};
 use orders_batch::{BatchMetrics, BatchSettings, Worker};
 use orders_test_support::{Exited, ReceivedSpan, hex, named, string};
-use span_links::StoredContext;
+use span_links::{LinkSelection, StoredContext};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -83,11 +83,12 @@ pub struct Row {
     pub processed_at: Option<chrono::DateTime<chrono::Utc>>,
     pub batch_trace_id: Option<String>,
     pub batch_span_id: Option<String>,
+    pub batch_span_sampled: Option<bool>,
 }
 
 /// Every order, oldest first.
 pub async fn rows(pool: &PgPool) -> Vec<Row> {
-    let query = "SELECT id, status, attempts, last_error, claimed_by, processed_at, batch_trace_id, batch_span_id FROM orders ORDER BY created_at, id";
+    let query = "SELECT id, status, attempts, last_error, claimed_by, processed_at, batch_trace_id, batch_span_id, batch_span_sampled FROM orders ORDER BY created_at, id";
     sqlx::query_as(query).fetch_all(pool).await.unwrap()
 }
 
@@ -107,6 +108,7 @@ pub fn settings(max_size: u32) -> BatchSettings {
         max_attempts: 3,
         claim_timeout: Duration::from_mins(1),
         shutdown_grace: Duration::from_secs(2),
+        links: LinkSelection::All,
     }
 }
 
@@ -276,6 +278,7 @@ pub fn assert_processed_once_by(rows: &[Row], batch_of: impl Fn(&Row) -> (String
             (Some(&trace_id), Some(&span_id)),
             "{row:?}"
         );
+        assert_eq!(row.batch_span_sampled, Some(true), "{row:?}");
         assert!(row.processed_at.is_some(), "{row:?}");
     }
 }
