@@ -1,0 +1,144 @@
+//! Link-aware sampling, end to end: orders-api keeps one request in ten,
+//! orders-load posts 10,000 orders, then `orders-batch --once` runs with
+//! `OTEL_TRACES_SAMPLER=links`, and again with the default sampler over the
+//! same orders. Each exports over OTLP to a real receiver.
+
+#![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Target, batch_of_each_order, check_reconcile_spans, link, stored_targets, summary};
+use orders_test_support::{OtlpReceiver, Process, ReceivedSpan, WAIT, free_port, named, otel_env};
+use sqlx::PgPool;
+
+const ORDERS: usize = 10_000;
+
+/// The workspace binary `name` (`cargo test --workspace` builds it beside
+/// this crate's own), or the build the environment variable `variable` names.
+fn workspace_binary(variable: &str, name: &str) -> PathBuf {
+    let built = Path::new(env!("CARGO_BIN_EXE_orders-batch")).with_file_name(name);
+    orders_test_support::binary(variable, built.to_str().unwrap())
+}
+
+/// Posts [`ORDERS`] orders with orders-load to orders-api sampling one trace
+/// in ten; returns where its exported `receive-order` spans are.
+async fn post_orders_sampled_at_a_tenth(pool: &PgPool) -> HashSet<Target> {
+    let receiver = OtlpReceiver::start().await;
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut env = otel_env(pool, &receiver, "grpc");
+    env.extend([
+        ("LISTEN_ADDR", address.clone()),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.1".to_owned()),
+    ]);
+    let api = Process::spawn(workspace_binary("ORDERS_API_BIN", "orders-api"), &[], &env)
+        .serving(&format!("http://{address}/healthz"))
+        .await;
+    let load = Process::spawn(
+        workspace_binary("ORDERS_LOAD_BIN", "orders-load"),
+        &["--count", &ORDERS.to_string()],
+        &[("ORDERS_API_URL", format!("http://{address}"))],
+    );
+    let load = load.wait(Duration::from_mins(10)).await;
+    load.assert_code(0);
+    assert!(load.stdout.contains(&format!("{ORDERS} created")), "{load}");
+    api.sigterm();
+    // Its spans are flushed before it exits.
+    api.wait(WAIT).await.assert_code(0);
+    let spans = receiver.spans();
+    let requests = named(&spans, "receive-order");
+    requests
+        .iter()
+        .map(|span| (span.trace_id(), span.span_id()))
+        .collect()
+}
+
+/// `orders-batch --once` over every order, with `more`; the spans it exported.
+async fn run_batch(pool: &PgPool, more: &[(&'static str, &str)]) -> Vec<ReceivedSpan> {
+    let receiver = OtlpReceiver::start().await;
+    let mut env = otel_env(pool, &receiver, "grpc");
+    env.extend(
+        more.iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
+    let binary = workspace_binary("ORDERS_BATCH_BIN", "orders-batch");
+    let run = Process::spawn(binary, &["--once"], &env).wait(WAIT).await;
+    run.assert_code(0);
+    assert!(
+        summary(&run).starts_with(&format!("processed={ORDERS} ")),
+        "{run}"
+    );
+    receiver.spans()
+}
+
+/// Spans plus links: what a tracing backend stores and bills.
+fn volume(spans: &[ReceivedSpan]) -> usize {
+    spans.len() + spans.iter().map(|span| span.links().len()).sum::<usize>()
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn at_a_tenth_every_recorded_order_has_its_whole_path_and_no_link_dangles(pool: PgPool) {
+    let requests = post_orders_sampled_at_a_tenth(&pool).await;
+    let stored = stored_targets(&pool).await;
+    let sampled_sql = "SELECT count(*) FROM orders WHERE traceparent LIKE '%-01'";
+    let sampled: i64 = sqlx::query_scalar(sampled_sql)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(requests.len(), usize::try_from(sampled).unwrap());
+    assert!((800..1200).contains(&requests.len()), "{}", requests.len());
+
+    let linked = run_batch(&pool, &[("OTEL_TRACES_SAMPLER", "links")]).await;
+    let links: Vec<(String, Target)> = linked
+        .iter()
+        .flat_map(|span| span.links().iter().map(link))
+        .collect();
+    let dangling = links
+        .iter()
+        .filter(|(_, target)| !requests.contains(target));
+    assert_eq!(dangling.count(), 0, "of {} links", links.len());
+    let reconciled: Vec<&Target> = named(&linked, "reconcile")
+        .iter()
+        .map(|span| &stored[span.string("order.id").unwrap()])
+        .collect();
+    assert_eq!(reconciled.len(), requests.len());
+    assert_eq!(
+        reconciled.into_iter().cloned().collect::<HashSet<_>>(),
+        requests
+    );
+    for batch in named(&linked, "process-batch") {
+        let given = i64::try_from(batch.links().len()).unwrap();
+        let left_out = ["batch.unsampled_count", "batch.unlinked_count"]
+            .map(|count| batch.int(count).unwrap());
+        assert_eq!(
+            given + left_out[0] + left_out[1],
+            batch.int("batch.size").unwrap()
+        );
+    }
+
+    // The default sampler over the same orders: today's output, every link.
+    let again = "UPDATE orders SET status = 'pending', attempts = 0, processed_at = NULL, \
+        batch_trace_id = NULL, batch_span_id = NULL, batch_span_sampled = NULL";
+    sqlx::query(again).execute(&pool).await.unwrap();
+    let all = run_batch(&pool, &[]).await;
+    let batches = named(&all, "process-batch");
+    assert!(
+        batches
+            .iter()
+            .all(|batch| batch.int("batch.unsampled_count").is_none())
+    );
+    assert_eq!(batch_of_each_order(&batches, &stored).len(), ORDERS);
+    assert_eq!(check_reconcile_spans(&all, &batches, &stored).len(), ORDERS);
+
+    let (linked, all) = (volume(&linked), volume(&all));
+    println!("orders-batch exported {linked} spans and links with `links`, {all} with the default");
+    let tenth = all.div_ceil(10);
+    assert!(
+        linked.abs_diff(tenth) * 5 <= tenth,
+        "{linked} against a tenth of {all}"
+    );
+}
