@@ -7,6 +7,7 @@
 use std::env;
 use std::time::Duration;
 
+use opentelemetry_sdk::trace::Sampler;
 use span_links::sampling::LINKS_SAMPLER;
 use tracing_subscriber::EnvFilter;
 
@@ -120,6 +121,16 @@ impl Signal {
     }
 }
 
+/// The trace sampler.
+#[derive(Debug, Clone)]
+pub enum TracesSampler {
+    /// One of the specification's samplers.
+    Sdk(Sampler),
+    /// `links`: a span is kept by its links ([`span_links::LinkSampler`]),
+    /// roots without a link to a sampled span at `ratio`.
+    Links { ratio: f64 },
+}
+
 /// How telemetry is assembled.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
@@ -135,10 +146,8 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// `OTEL_SPAN_LINK_COUNT_LIMIT`, raised to what the service's spans carry.
     pub links_per_span: u32,
-    /// With `OTEL_TRACES_SAMPLER=links`, the ratio its roots without a link
-    /// to a sampled span are kept at: `OTEL_TRACES_SAMPLER_ARG`, 0 by default.
-    /// The SDK does not know this sampler; `providers` installs it.
-    pub links_sampler_ratio: Option<f64>,
+    /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: TracesSampler,
     /// `OTEL_BSP_MAX_QUEUE_SIZE`, raised to four bursts of spans.
     pub span_queue_size: usize,
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS`: how long the flush at exit may take,
@@ -229,12 +238,6 @@ impl TelemetryConfig {
         }
         let links = number(get, "OTEL_SPAN_LINK_COUNT_LIMIT")?
             .map_or(0, |limit| u32::try_from(limit).unwrap_or(u32::MAX));
-        let links_sampler_ratio =
-            (one_of(get, "OTEL_TRACES_SAMPLER", SAMPLERS)? == Some(LINKS_SAMPLER)).then(|| {
-                get("OTEL_TRACES_SAMPLER_ARG")
-                    .and_then(|ratio| ratio.parse().ok())
-                    .unwrap_or(0.0)
-            });
         let queue = number(get, "OTEL_BSP_MAX_QUEUE_SIZE")?.map_or(DEFAULT_QUEUE_SIZE, |size| {
             usize::try_from(size).unwrap_or(usize::MAX)
         });
@@ -249,7 +252,7 @@ impl TelemetryConfig {
             exporters,
             log_filter,
             links_per_span: links.max(limits.links_per_span),
-            links_sampler_ratio,
+            sampler: sampler(get)?,
             span_queue_size: queue.max(limits.spans_per_burst.saturating_mul(4)),
             shutdown_timeout: number(get, "TELEMETRY_SHUTDOWN_TIMEOUT_MS")?
                 .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
@@ -271,27 +274,44 @@ impl TelemetryConfig {
 }
 
 /// Refuses what the SDK would read and ignore: a malformed number, an
-/// unknown sampler, a ratio outside 0–1.
+/// unknown compression.
 fn check_sdk_variables(get: Variables<'_>) -> Result<(), ConfigError> {
     for name in SDK_NUMBERS {
         number(get, name)?;
     }
     // The SDK ignores a value it does not know and sends uncompressed.
     one_of(get, "OTEL_EXPORTER_OTLP_COMPRESSION", &["gzip", "none"])?;
-    let sampler = one_of(get, "OTEL_TRACES_SAMPLER", SAMPLERS)?;
-    if let (Some(sampler), Some(ratio)) = (sampler, get("OTEL_TRACES_SAMPLER_ARG"))
-        && RATIO_SAMPLERS.contains(&sampler)
-        && !ratio
-            .parse::<f64>()
-            .is_ok_and(|ratio| (0.0..=1.0).contains(&ratio))
-    {
-        return Err(refused(
-            "OTEL_TRACES_SAMPLER_ARG",
-            &ratio,
-            "a ratio from 0 to 1",
-        ));
-    }
     Ok(())
+}
+
+/// The sampler `OTEL_TRACES_SAMPLER` names, with the ratio
+/// `OTEL_TRACES_SAMPLER_ARG` gives: 1 by default, as the specification says,
+/// but 0 for `links`. Built here and always installed: the SDK reads the same
+/// variables, but only exact names and numbers, and falls back to its default
+/// sampler (with a warning sent before any subscriber listens) on
+/// `ParentBased_TraceIdRatio` or `"0.1 "`, which are accepted here.
+fn sampler(get: Variables<'_>) -> Result<TracesSampler, ConfigError> {
+    let name = one_of(get, "OTEL_TRACES_SAMPLER", SAMPLERS)?.unwrap_or("parentbased_always_on");
+    let default_ratio = if name == LINKS_SAMPLER { 0.0 } else { 1.0 };
+    let ratio = match get("OTEL_TRACES_SAMPLER_ARG") {
+        Some(ratio) if RATIO_SAMPLERS.contains(&name) => ratio
+            .parse::<f64>()
+            .ok()
+            .filter(|ratio| (0.0..=1.0).contains(ratio))
+            .ok_or_else(|| refused("OTEL_TRACES_SAMPLER_ARG", &ratio, "a ratio from 0 to 1"))?,
+        _ => default_ratio,
+    };
+    let parent_based = |root: Sampler| TracesSampler::Sdk(Sampler::ParentBased(Box::new(root)));
+    Ok(match name {
+        "always_on" => TracesSampler::Sdk(Sampler::AlwaysOn),
+        "always_off" => TracesSampler::Sdk(Sampler::AlwaysOff),
+        "traceidratio" => TracesSampler::Sdk(Sampler::TraceIdRatioBased(ratio)),
+        "parentbased_always_off" => parent_based(Sampler::AlwaysOff),
+        "parentbased_traceidratio" => parent_based(Sampler::TraceIdRatioBased(ratio)),
+        LINKS_SAMPLER => TracesSampler::Links { ratio },
+        // parentbased_always_on, the default.
+        _ => parent_based(Sampler::AlwaysOn),
+    })
 }
 
 /// The value of `variable`, lower-cased, if it is one of `allowed`.
@@ -511,17 +531,6 @@ mod tests {
                 .ends_with("a ratio from 0 to 1")
         );
         assert!(config(&[ratio[0], ("OTEL_TRACES_SAMPLER_ARG", "0.1")]).is_ok());
-        let links = |arg: &[(&str, &str)]| {
-            let variables = [&[("OTEL_TRACES_SAMPLER", "links")], arg].concat();
-            config(&variables).map(|config| config.links_sampler_ratio)
-        };
-        assert_eq!(links(&[]).unwrap(), Some(0.0));
-        assert_eq!(
-            links(&[("OTEL_TRACES_SAMPLER_ARG", "0.25")]).unwrap(),
-            Some(0.25)
-        );
-        assert!(links(&[("OTEL_TRACES_SAMPLER_ARG", "-1")]).is_err());
-        assert_eq!(config(&ratio[..1]).unwrap().links_sampler_ratio, None);
         // A protocol matters only to a signal exported over OTLP.
         let console = [
             ("OTEL_TRACES_EXPORTER", "CONSOLE"),
@@ -531,6 +540,27 @@ mod tests {
             config(&console).unwrap().exporter(Signal::Traces),
             Exporter::Console
         );
+    }
+
+    #[test]
+    fn the_sampler_is_built_here_from_names_the_sdk_would_miss() {
+        let sampler =
+            |variables: &[(&str, &str)]| format!("{:?}", config(variables).unwrap().sampler);
+        assert_eq!(sampler(&[]), "Sdk(ParentBased(AlwaysOn))");
+        let ratio = [
+            ("OTEL_TRACES_SAMPLER", "ParentBased_TraceIdRatio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ];
+        assert_eq!(sampler(&ratio), "Sdk(ParentBased(TraceIdRatioBased(0.1)))");
+        assert_eq!(
+            sampler(&ratio[..1]),
+            "Sdk(ParentBased(TraceIdRatioBased(1.0)))"
+        );
+        let links = [("OTEL_TRACES_SAMPLER", "links"), ratio[1]];
+        assert_eq!(sampler(&links), "Links { ratio: 0.1 }");
+        assert_eq!(sampler(&links[..1]), "Links { ratio: 0.0 }");
+        let outside = [links[0], ("OTEL_TRACES_SAMPLER_ARG", "-1")];
+        assert!(config(&outside).is_err());
     }
 
     #[test]

@@ -35,8 +35,8 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use config::TelemetryConfig;
 pub use config::{ConfigError, ENVIRONMENT_VARIABLES, SpanLimits};
+use config::{TelemetryConfig, TracesSampler};
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +94,9 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
         meter: providers::meter(&config, resource.clone())?,
         logger: providers::logger(&config, resource)?,
         shutdown_timeout: config.shutdown_timeout,
-        link_selection: if config.links_sampler_ratio.is_some() {
-            LinkSelection::Sampled
-        } else {
-            LinkSelection::All
+        link_selection: match config.sampler {
+            TracesSampler::Links { .. } => LinkSelection::Sampled,
+            TracesSampler::Sdk(_) => LinkSelection::All,
         },
     };
     opentelemetry::global::set_tracer_provider(telemetry.tracer.clone());

@@ -13,7 +13,7 @@ use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION
 use span_links::{LinkSampler, with_link_limit};
 
 use crate::TelemetryError;
-use crate::config::{Exporter, Signal, TelemetryConfig};
+use crate::config::{Exporter, Signal, TelemetryConfig, TracesSampler};
 use crate::export_failures::Reported;
 
 /// The resource every signal carries: this service's name and version, and
@@ -33,12 +33,12 @@ pub(crate) fn tracer(
     config: &TelemetryConfig,
     resource: Resource,
 ) -> Result<SdkTracerProvider, TelemetryError> {
-    let mut builder = with_link_limit(SdkTracerProvider::builder(), config.links_per_span)
+    let builder = with_link_limit(SdkTracerProvider::builder(), config.links_per_span)
         .with_resource(resource);
-    // The SDK reads the other samplers from the environment itself.
-    if let Some(ratio) = config.links_sampler_ratio {
-        builder = builder.with_sampler(LinkSampler::new(ratio));
-    }
+    let builder = match &config.sampler {
+        TracesSampler::Sdk(sampler) => builder.with_sampler(sampler.clone()),
+        TracesSampler::Links { ratio } => builder.with_sampler(LinkSampler::new(*ratio)),
+    };
     Ok(match config.exporter(Signal::Traces) {
         Exporter::Otlp => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
