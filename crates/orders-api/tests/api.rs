@@ -71,7 +71,7 @@ async fn an_order_is_created_read_back_and_shows_the_batch_that_processed_it(poo
     assert!(read["processed_at"].is_string());
     assert_eq!(
         read["process_batch"],
-        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331", "recorded": false})
+        json!({"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331", "sampled": false})
     );
 }
 

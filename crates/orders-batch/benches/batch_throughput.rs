@@ -59,7 +59,7 @@ async fn main() {
                 max_attempts: 5,
                 claim_timeout: Duration::from_mins(5),
                 shutdown_grace: Duration::from_secs(20),
-                links: LinkSelection::All,
+                link_selection: LinkSelection::All,
             },
             BatchMetrics::new(&opentelemetry::global::meter("bench")),
         );

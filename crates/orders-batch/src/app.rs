@@ -17,10 +17,11 @@ use crate::worker::Worker;
 /// it stops there.
 ///
 /// `--once` prints a one-line summary and fails when a batch failed.
-/// Its `process-batch` spans are given `links` (see `BatchSettings::links`).
+/// Its `process-batch` spans are given `link_selection` (see
+/// `BatchSettings::link_selection`).
 pub async fn run(
     config: Config,
-    links: LinkSelection,
+    link_selection: LinkSelection,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let start_up = orders::db::connect_and_migrate(&config.database_url, config.pool_settings());
@@ -32,7 +33,7 @@ pub async fn run(
     // only push the cause further along the line.
     let pool = pool?;
     let metrics = BatchMetrics::new(&opentelemetry::global::meter("orders-batch"));
-    let worker = Worker::new(pool, config.batch_settings(links), metrics);
+    let worker = Worker::new(pool, config.batch_settings(link_selection), metrics);
 
     if !config.once {
         run_on_schedule(Arc::new(worker), &config.schedule, shutdown).await?;

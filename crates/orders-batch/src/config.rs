@@ -75,15 +75,16 @@ impl Config {
         }
     }
 
-    /// The batch settings, its spans given `links` (which the sampler decides).
+    /// The batch settings, its spans given `link_selection` (which the sampler
+    /// decides).
     #[must_use]
-    pub fn batch_settings(&self, links: LinkSelection) -> BatchSettings {
+    pub fn batch_settings(&self, link_selection: LinkSelection) -> BatchSettings {
         BatchSettings {
             max_size: self.batch_max_size,
             max_attempts: self.batch_max_attempts,
             claim_timeout: Duration::from_secs(self.batch_claim_timeout_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
-            links,
+            link_selection,
         }
     }
 
@@ -113,5 +114,5 @@ pub struct BatchSettings {
     pub shutdown_grace: Duration,
     /// Which links a `process-batch` span is given: only those to sampled
     /// requests when `OTEL_TRACES_SAMPLER=links` decides by them.
-    pub links: LinkSelection,
+    pub link_selection: LinkSelection,
 }

@@ -31,7 +31,7 @@ impl Worker {
         let orders = claim.orders.iter();
         let links = Links::to(orders.map(|order| (order.id, order.source_trace.as_ref())));
         let unlinked: Vec<Uuid> = links.unlinked().map(|i| claim.orders[i].id).collect();
-        let (given, unsampled) = links.selected(self.settings.links);
+        let (given, unsampled) = links.selected(self.settings.link_selection);
         let span = process_batch_span(claim.orders.len(), unlinked.len(), unsampled);
         // The root of a new trace, with its links from its creation on.
         start_with_links(&span, Context::new(), given);
@@ -78,7 +78,7 @@ impl Worker {
         let batch_span = span_context.is_valid().then(|| BatchSpan {
             trace_id: span_context.trace_id().to_string(),
             span_id: span_context.span_id().to_string(),
-            recorded: Some(span_context.is_sampled()),
+            sampled: Some(span_context.is_sampled()),
         });
         let finished =
             claims::finish(&self.pool, &claim.token, batch_span.as_ref(), &outcomes).await?;

@@ -104,7 +104,7 @@ async fn a_claim_that_expired_and_was_taken_again_cannot_be_finished_twice(pool:
     let late_batch = BatchSpan {
         trace_id: "0".repeat(31) + "1",
         span_id: "0".repeat(15) + "1",
-        recorded: Some(true),
+        sampled: Some(true),
     };
     let finished = claims::finish(&pool, &stalled.token, Some(&late_batch), &outcomes)
         .await

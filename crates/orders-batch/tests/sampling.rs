@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,8 +25,9 @@ fn workspace_binary(variable: &str, name: &str) -> PathBuf {
 }
 
 /// Posts [`ORDERS`] orders with orders-load to orders-api sampling one trace
-/// in ten; returns where its exported `receive-order` spans are.
-async fn post_orders_sampled_at_a_tenth(pool: &PgPool) -> HashSet<Target> {
+/// in ten; returns where its exported `receive-order` spans are, and how many
+/// spans it exported in all.
+async fn post_orders_sampled_at_a_tenth(pool: &PgPool) -> (HashSet<Target>, usize) {
     let receiver = OtlpReceiver::start().await;
     let address = format!("127.0.0.1:{}", free_port());
     let mut env = otel_env(pool, &receiver, "grpc");
@@ -51,10 +52,10 @@ async fn post_orders_sampled_at_a_tenth(pool: &PgPool) -> HashSet<Target> {
     api.wait(WAIT).await.assert_code(0);
     let spans = receiver.spans();
     let requests = named(&spans, "receive-order");
-    requests
+    let requests = requests
         .iter()
-        .map(|span| (span.trace_id(), span.span_id()))
-        .collect()
+        .map(|span| (span.trace_id(), span.span_id()));
+    (requests.collect(), spans.len())
 }
 
 /// `orders-batch --once` over every order, with `more`; the spans it exported.
@@ -82,14 +83,22 @@ fn volume(spans: &[ReceivedSpan]) -> usize {
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn at_a_tenth_every_recorded_order_has_its_whole_path_and_no_link_dangles(pool: PgPool) {
-    let requests = post_orders_sampled_at_a_tenth(&pool).await;
+    let (requests, api_spans) = post_orders_sampled_at_a_tenth(&pool).await;
     let stored = stored_targets(&pool).await;
-    let sampled_sql = "SELECT count(*) FROM orders WHERE traceparent LIKE '%-01'";
-    let sampled: i64 = sqlx::query_scalar(sampled_sql)
-        .fetch_one(&pool)
+    let sampled_sql = "SELECT id::text FROM orders WHERE traceparent LIKE '%-01'";
+    let sampled_ids: HashSet<String> = sqlx::query_scalar(sampled_sql)
+        .fetch_all(&pool)
         .await
-        .unwrap();
-    assert_eq!(requests.len(), usize::try_from(sampled).unwrap());
+        .unwrap()
+        .into_iter()
+        .collect();
+    let sampled: HashMap<String, Target> = stored
+        .iter()
+        .filter(|(order, _)| sampled_ids.contains(*order))
+        .map(|(order, target)| (order.clone(), target.clone()))
+        .collect();
+    // The stored flags are the API's decisions: exactly the requests exported.
+    assert_eq!(sampled.values().cloned().collect::<HashSet<_>>(), requests);
     assert!((800..1200).contains(&requests.len()), "{}", requests.len());
 
     let linked = run_batch(&pool, &[("OTEL_TRACES_SAMPLER", "links")]).await;
@@ -101,24 +110,24 @@ async fn at_a_tenth_every_recorded_order_has_its_whole_path_and_no_link_dangles(
         .iter()
         .filter(|(_, target)| !requests.contains(target));
     assert_eq!(dangling.count(), 0, "of {} links", links.len());
-    let reconciled: Vec<&Target> = named(&linked, "reconcile")
-        .iter()
-        .map(|span| &stored[span.string("order.id").unwrap()])
-        .collect();
-    assert_eq!(reconciled.len(), requests.len());
+    // Each recorded order: linked from one batch, reconciled under it, linked back.
+    let batches = named(&linked, "process-batch");
     assert_eq!(
-        reconciled.into_iter().cloned().collect::<HashSet<_>>(),
-        requests
+        batch_of_each_order(&batches, &sampled).len(),
+        requests.len()
     );
-    for batch in named(&linked, "process-batch") {
-        let given = i64::try_from(batch.links().len()).unwrap();
-        let left_out = ["batch.unsampled_count", "batch.unlinked_count"]
-            .map(|count| batch.int(count).unwrap());
-        assert_eq!(
-            given + left_out[0] + left_out[1],
-            batch.int("batch.size").unwrap()
-        );
-    }
+    assert_eq!(
+        check_reconcile_spans(&linked, &batches, &sampled).len(),
+        requests.len()
+    );
+    println!(
+        "orders-api: {api_spans} spans, {} sampled requests; orders-batch with links: {} process-batch, {} reconcile, {} spans and {} links in all",
+        requests.len(),
+        batches.len(),
+        named(&linked, "reconcile").len(),
+        linked.len(),
+        links.len()
+    );
 
     // The default sampler over the same orders: today's output, every link.
     let again = "UPDATE orders SET status = 'pending', attempts = 0, processed_at = NULL, \

@@ -236,7 +236,7 @@ async fn an_order_failing_in_an_unrecorded_batch_is_logged_with_the_batch_trace(
         .await
         .unwrap();
     let linking_sampled = BatchSettings {
-        links: LinkSelection::Sampled,
+        link_selection: LinkSelection::Sampled,
         ..settings(10)
     };
     let summary = worker(&pool, linking_sampled)

@@ -252,7 +252,7 @@ pub async fn finish(
             .bind(&ids)
             .bind(&statuses)
             .bind(&errors)
-            .bind(batch_span.and_then(|span| span.recorded))
+            .bind(batch_span.and_then(|span| span.sampled))
             .fetch_all(pool)
             .await
             .map_err(StoreError::from_sqlx("marking claimed orders"))

@@ -313,10 +313,10 @@ impl OrderStatus {
 pub struct BatchSpan {
     pub trace_id: String,
     pub span_id: String,
-    /// Whether the span was sampled, so exported: with link-aware sampling, a
-    /// batch of unsampled orders is not. `None` for orders processed before
-    /// this was stored.
-    pub recorded: Option<bool>,
+    /// The span's sampled flag: whether it was recorded and exported. With
+    /// link-aware sampling, a batch of unsampled orders is not. `None` for
+    /// orders processed before the flag was stored.
+    pub sampled: Option<bool>,
 }
 
 /// A stored order.

@@ -112,7 +112,7 @@ impl TryFrom<OrderRow> for Order {
             (Some(trace_id), Some(span_id)) => Some(BatchSpan {
                 trace_id,
                 span_id,
-                recorded: row.batch_span_sampled,
+                sampled: row.batch_span_sampled,
             }),
             _ => None,
         };

@@ -17,7 +17,7 @@
 //!    span and drops the rest without a word.
 //!
 //! Because the links are there at creation, a sampler can decide by them:
-//! [`sampling`] keeps a batch span exactly when a request it links to was kept.
+//! [`sampling`] keeps a batch span when a request it links to was kept.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -180,7 +180,8 @@ impl Links {
         Self(items.into_iter().map(link).collect())
     }
 
-    /// Every link: for the span that handles the whole batch.
+    /// Every link: for the span that handles the whole batch, under a
+    /// standard sampler (see [`Links::selected`]).
     pub fn all(&self) -> impl Iterator<Item = &Link> {
         self.0.iter().flatten()
     }

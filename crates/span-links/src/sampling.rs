@@ -27,10 +27,13 @@ pub const LINKS_SAMPLER: &str = "links";
 /// | no link to a sampled span, and no parent | recorded with the probability `ratio` |
 /// | no links, and a parent | recorded if its parent is |
 ///
-/// Spans without links are sampled as by `parentbased_traceidratio`.
+/// Spans without links are sampled as by `parentbased_traceidratio`. Give a
+/// batch span only its links to sampled spans ([`LinkSelection::Sampled`]):
+/// kept for one of them, or by the ratio, it would otherwise also link to
+/// spans that were never recorded.
 #[derive(Debug, Clone)]
 pub struct LinkSampler {
-    otherwise: Sampler,
+    parent_based_ratio: Sampler,
 }
 
 impl LinkSampler {
@@ -39,7 +42,7 @@ impl LinkSampler {
     #[must_use]
     pub fn new(ratio: f64) -> Self {
         Self {
-            otherwise: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
+            parent_based_ratio: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
         }
     }
 }
@@ -54,7 +57,7 @@ impl ShouldSample for LinkSampler {
         attributes: &[KeyValue],
         links: &[Link],
     ) -> SamplingResult {
-        let mut result = self.otherwise.should_sample(
+        let mut result = self.parent_based_ratio.should_sample(
             parent_context,
             trace_id,
             name,
@@ -73,10 +76,9 @@ impl ShouldSample for LinkSampler {
 }
 
 /// Which of a batch's links the span for the whole batch is given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum LinkSelection {
     /// Every link, whatever its span's sampled flag: for the standard samplers.
-    #[default]
     All,
     /// Only the links to sampled spans: for [`LinkSampler`], which records a
     /// batch span when it has one.
@@ -110,9 +112,9 @@ mod tests {
     }
 
     /// Whether `ratio`'s sampler records a span with `parent` and `links`.
-    fn records(ratio: f64, parent: Option<Context>, links: &[Link]) -> bool {
+    fn records(ratio: f64, parent: Option<&Context>, links: &[Link]) -> bool {
         let result = LinkSampler::new(ratio).should_sample(
-            parent.as_ref(),
+            parent,
             TraceId::from(u128::MAX / 3),
             "span",
             &SpanKind::Internal,
@@ -126,15 +128,15 @@ mod tests {
     fn a_link_to_a_sampled_span_records_whatever_the_parent_and_ratio() {
         let links = [link(false), link(true)];
         assert!(records(0.0, None, &links));
-        assert!(records(0.0, Some(parent(false)), &links));
-        assert!(records(0.0, Some(parent(true)), &links[1..]));
+        assert!(records(0.0, Some(&parent(false)), &links));
+        assert!(records(0.0, Some(&parent(true)), &links[1..]));
     }
 
     #[test]
     fn links_to_unsampled_spans_drop_a_child_even_of_a_sampled_parent() {
         assert!(!records(
             1.0,
-            Some(parent(true)),
+            Some(&parent(true)),
             &[link(false), link(false)]
         ));
     }
@@ -149,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_child_without_links_follows_its_parent() {
-        assert!(records(0.0, Some(parent(true)), &[]));
-        assert!(!records(1.0, Some(parent(false)), &[]));
+        assert!(records(0.0, Some(&parent(true)), &[]));
+        assert!(!records(1.0, Some(&parent(false)), &[]));
     }
 }

@@ -12,7 +12,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{
     InMemorySpanExporter, Sampler, SamplingResult, SdkTracerProvider, ShouldSample, SpanData,
 };
-use span_links::{Links, StoredContext, bounded_tracestate, is_valid_traceparent};
+use span_links::{LinkSelection, Links, StoredContext, bounded_tracestate, is_valid_traceparent};
 use span_links::{start_with_links, with_link_limit};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -124,6 +124,29 @@ fn links_name_their_item_and_count_what_cannot_be_linked() {
         "a link has no trace state"
     );
     assert!(links.of_item(2).is_none());
+}
+
+#[test]
+fn under_link_aware_sampling_a_batch_span_is_given_only_links_to_sampled_spans() {
+    let sampled = StoredContext::of(&span_context(1, TraceState::NONE)).unwrap();
+    let unsampled = StoredContext {
+        traceparent: sampled.traceparent.replace("-01", "-00"),
+        tracestate: None,
+    };
+    let links = Links::to([("a", Some(&sampled)), ("b", Some(&unsampled)), ("c", None)]);
+    let named = |given: Vec<&Link>| -> Vec<String> {
+        given
+            .iter()
+            .map(|link| link.attributes[0].value.to_string())
+            .collect()
+    };
+    let (all, uncounted) = links.selected(LinkSelection::All);
+    assert_eq!(
+        (named(all), uncounted),
+        (vec!["a".to_owned(), "b".to_owned()], None)
+    );
+    let (given, unsampled) = links.selected(LinkSelection::Sampled);
+    assert_eq!((named(given), unsampled), (vec!["a".to_owned()], Some(1)));
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub struct OrderResponse {
     pub last_error: Option<String>,
     pub processed_at: Option<DateTime<Utc>>,
     /// The `process-batch` span that processed the order (for a failed order,
-    /// the one that last tried it), and whether it was recorded.
+    /// the one that last tried it), and whether it was sampled.
     pub process_batch: Option<BatchSpan>,
 }
 

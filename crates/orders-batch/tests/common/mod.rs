@@ -108,7 +108,7 @@ pub fn settings(max_size: u32) -> BatchSettings {
         max_attempts: 3,
         claim_timeout: Duration::from_mins(1),
         shutdown_grace: Duration::from_secs(2),
-        links: LinkSelection::All,
+        link_selection: LinkSelection::All,
     }
 }
 
@@ -161,8 +161,9 @@ pub fn link(link: &Link) -> (String, Target) {
 }
 
 /// Checks what every `process-batch` span must be (a root CONSUMER span, its
-/// size its links plus the unlinked orders, no link dropped, one link per
-/// order) and returns where its links point, by order id.
+/// size its links plus the unlinked orders plus, under the `links` sampler,
+/// the unsampled ones; no link dropped, one link per order) and returns where
+/// its links point, by order id.
 pub fn check_process_batch(span: &ReceivedSpan) -> HashMap<String, Target> {
     let id = span.span_id();
     assert_eq!(
@@ -180,9 +181,10 @@ pub fn check_process_batch(span: &ReceivedSpan) -> HashMap<String, Target> {
     );
     let linked = i64::try_from(span.links().len()).unwrap();
     let size = span.int("batch.size").unwrap();
+    let unsampled = span.int("batch.unsampled_count").unwrap_or(0);
     assert_eq!(
         size,
-        linked + span.int("batch.unlinked_count").unwrap(),
+        linked + span.int("batch.unlinked_count").unwrap() + unsampled,
         "{id}"
     );
     assert_eq!(
