@@ -12,12 +12,17 @@ use common::{
     check_process_batch, check_reconcile_spans, rows, seed_orders, settings, stored_targets, worker,
 };
 use opentelemetry::logs::AnyValue;
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::data::{
+    AggregatedMetrics, MetricData, ResourceMetrics, ScopeMetrics, SumDataPoint,
+};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider, ShouldSample};
-use orders_batch::BatchSettings;
+use orders_batch::{BatchMetrics, BatchSettings, Worker};
 use orders_test_support::{ReceivedSpan, named};
 use span_links::{LinkSampler, LinkSelection};
 use sqlx::PgPool;
@@ -113,6 +118,26 @@ impl Captured {
             })
             .collect()
     }
+}
+
+/// The counter `name` (cumulative, over its attributes) in the last export
+/// `metrics` received.
+fn counted(metrics: &InMemoryMetricExporter, name: &str) -> u64 {
+    let exported = metrics.get_finished_metrics().unwrap();
+    let counters = exported
+        .last()
+        .into_iter()
+        .flat_map(ResourceMetrics::scope_metrics)
+        .flat_map(ScopeMetrics::metrics)
+        .filter(|metric| metric.name() == name);
+    counters
+        .map(|metric| match metric.data() {
+            AggregatedMetrics::U64(MetricData::Sum(sum)) => {
+                sum.data_points().map(SumDataPoint::value).sum()
+            }
+            _ => 0,
+        })
+        .sum()
 }
 
 async fn run(pool: &PgPool, max_size: u32) -> orders_batch::RunSummary {
@@ -239,11 +264,19 @@ async fn an_order_failing_in_an_unrecorded_batch_is_logged_with_the_batch_trace(
         link_selection: LinkSelection::Sampled,
         ..settings(10)
     };
-    let summary = worker(&pool, linking_sampled)
-        .run(&CancellationToken::new())
-        .await
-        .unwrap();
+    let metrics = InMemoryMetricExporter::default();
+    let meter = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(metrics.clone()).build())
+        .build();
+    let worker = Worker::new(
+        pool.clone(),
+        linking_sampled,
+        BatchMetrics::new(&meter.meter("test")),
+    );
+    let summary = worker.run(&CancellationToken::new()).await.unwrap();
     assert_eq!((summary.processed, summary.retrying), (2, 1));
+    meter.force_flush().unwrap();
+    assert_eq!(counted(&metrics, "orders.failed"), 1);
 
     assert_eq!(
         captured.spans().len(),
