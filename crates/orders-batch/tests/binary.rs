@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory as _;
 use common::{
     Row, assert_processed_once_by, batch_of_each_order, bulk_seed, check_reconcile_spans,
 };
+use common::{binary, with};
 use common::{check_process_batch, count_status, rows, seed_orders, stored_targets, summary};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -28,22 +28,6 @@ use sqlx::PgPool;
 const LONG_RUN: i32 = 20_000;
 const NOTHING: &str =
     "processed=0 failed=0 retrying=0 batches=0 failed_batches=0 unlinked=0 requeued=0 released=0";
-
-fn binary() -> PathBuf {
-    orders_test_support::binary("ORDERS_BATCH_BIN", env!("CARGO_BIN_EXE_orders-batch"))
-}
-
-/// `env` and `more`.
-fn with(
-    mut env: Vec<(&'static str, String)>,
-    more: &[(&'static str, &str)],
-) -> Vec<(&'static str, String)> {
-    env.extend(
-        more.iter()
-            .map(|(name, value)| (*name, (*value).to_owned())),
-    );
-    env
-}
 
 /// The test's database, telemetry off, and `more`: for runs about the queue.
 fn quiet(pool: &PgPool, more: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {

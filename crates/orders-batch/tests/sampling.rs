@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Target, batch_of_each_order, check_reconcile_spans, link, stored_targets, summary};
+use common::{Target, batch_of_each_order, binary, check_reconcile_spans, link, with};
+use common::{sampled_targets, stored_targets, summary};
 use orders_test_support::{OtlpReceiver, Process, ReceivedSpan, WAIT, free_port, named, otel_env};
 use sqlx::PgPool;
 
@@ -61,13 +62,8 @@ async fn post_orders_sampled_at_a_tenth(pool: &PgPool) -> (HashSet<Target>, usiz
 /// `orders-batch --once` over every order, with `more`; the spans it exported.
 async fn run_batch(pool: &PgPool, more: &[(&'static str, &str)]) -> Vec<ReceivedSpan> {
     let receiver = OtlpReceiver::start().await;
-    let mut env = otel_env(pool, &receiver, "grpc");
-    env.extend(
-        more.iter()
-            .map(|(name, value)| (*name, (*value).to_owned())),
-    );
-    let binary = workspace_binary("ORDERS_BATCH_BIN", "orders-batch");
-    let run = Process::spawn(binary, &["--once"], &env).wait(WAIT).await;
+    let env = with(otel_env(pool, &receiver, "grpc"), more);
+    let run = Process::spawn(binary(), &["--once"], &env).wait(WAIT).await;
     run.assert_code(0);
     assert!(
         summary(&run).starts_with(&format!("processed={ORDERS} ")),
@@ -84,19 +80,7 @@ fn volume(spans: &[ReceivedSpan]) -> usize {
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn at_a_tenth_every_recorded_order_has_its_whole_path_and_no_link_dangles(pool: PgPool) {
     let (requests, api_spans) = post_orders_sampled_at_a_tenth(&pool).await;
-    let stored = stored_targets(&pool).await;
-    let sampled_sql = "SELECT id::text FROM orders WHERE traceparent LIKE '%-01'";
-    let sampled_ids: HashSet<String> = sqlx::query_scalar(sampled_sql)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    let sampled: HashMap<String, Target> = stored
-        .iter()
-        .filter(|(order, _)| sampled_ids.contains(*order))
-        .map(|(order, target)| (order.clone(), target.clone()))
-        .collect();
+    let (stored, sampled) = (stored_targets(&pool).await, sampled_targets(&pool).await);
     // The stored flags are the API's decisions: exactly the requests exported.
     assert_eq!(sampled.values().cloned().collect::<HashSet<_>>(), requests);
     assert!((800..1200).contains(&requests.len()), "{}", requests.len());

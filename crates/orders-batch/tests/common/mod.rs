@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
@@ -17,6 +18,23 @@ use orders_test_support::{Exited, ReceivedSpan, hex, named, string};
 use span_links::{LinkSelection, StoredContext};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// The orders-batch binary under test.
+pub fn binary() -> PathBuf {
+    orders_test_support::binary("ORDERS_BATCH_BIN", env!("CARGO_BIN_EXE_orders-batch"))
+}
+
+/// `env` and `more`.
+pub fn with(
+    mut env: Vec<(&'static str, String)>,
+    more: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    env.extend(
+        more.iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
+    env
+}
 
 /// Stores `count` orders through the store orders-api uses, oldest first, each
 /// with a receive-order context of its own; every other one has a trace state.
@@ -136,11 +154,17 @@ pub type Target = (String, String);
 
 /// The stored receive-order context of every order that has one, by order id.
 pub async fn stored_targets(pool: &PgPool) -> HashMap<String, Target> {
-    let rows: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, traceparent FROM orders WHERE traceparent IS NOT NULL")
-            .fetch_all(pool)
-            .await
-            .unwrap();
+    targets_where(pool, "traceparent IS NOT NULL").await
+}
+
+/// [`stored_targets`] of the orders whose request was sampled (flags `01`).
+pub async fn sampled_targets(pool: &PgPool) -> HashMap<String, Target> {
+    targets_where(pool, "traceparent LIKE '%-01'").await
+}
+
+async fn targets_where(pool: &PgPool, condition: &str) -> HashMap<String, Target> {
+    let query = format!("SELECT id, traceparent FROM orders WHERE {condition}");
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(&query).fetch_all(pool).await.unwrap();
     let target = |traceparent: &str| {
         let fields: Vec<&str> = traceparent.split('-').collect();
         (fields[1].to_owned(), fields[2].to_owned())
