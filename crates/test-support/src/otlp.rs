@@ -1,8 +1,9 @@
 //! A real OTLP receiver on loopback, over gRPC and HTTP/protobuf: the tests
 //! point a binary's exporter at one of its two ports (so what arrives came
-//! over that transport) and read back what arrived. Spans from an in-memory
-//! exporter convert to the same OTLP form, so every span assertion is
-//! written once.
+//! over that transport) and read back what arrived. It answers at once, or
+//! after a fixed delay per export, as a collector slower than the services
+//! does. Spans from an in-memory exporter convert to the same OTLP form, so
+//! every span assertion is written once.
 
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -24,6 +25,9 @@ use opentelemetry_proto::tonic::collector::{
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::Link;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -50,11 +54,19 @@ pub struct ReceivedSpan {
 #[derive(Debug, Default)]
 struct Received {
     spans: Vec<ReceivedSpan>,
+    trace_exports: usize,
     logs: Vec<LogRecord>,
-    metrics: Vec<String>,
+    metrics: Vec<Metric>,
 }
 
-type Shared = Arc<Mutex<Received>>;
+/// What arrived, and how long each export waits for its answer.
+#[derive(Debug, Default)]
+struct Inner {
+    received: Mutex<Received>,
+    delay: Duration,
+}
+
+type Shared = Arc<Inner>;
 
 /// A receiver listening on two loopback ports until dropped.
 #[derive(Debug)]
@@ -72,9 +84,21 @@ impl Drop for OtlpReceiver {
 }
 
 impl OtlpReceiver {
-    /// Serves both transports on the current tokio runtime.
+    /// Serves both transports on the current tokio runtime, answering each
+    /// export at once.
     pub async fn start() -> Self {
-        let received = Shared::default();
+        Self::answering_after(Duration::ZERO).await
+    }
+
+    /// Serves both transports, answering each export `delay` after it
+    /// arrived (and after decoding it), however many spans it holds: a slow
+    /// collector, which takes `batch size / delay` spans a second from one
+    /// exporter at a time.
+    pub async fn answering_after(delay: Duration) -> Self {
+        let received = Arc::new(Inner {
+            delay,
+            ..Inner::default()
+        });
         let bind = || async {
             TcpListener::bind("127.0.0.1:0")
                 .await
@@ -147,7 +171,7 @@ impl OtlpReceiver {
     }
 
     fn received(&self) -> MutexGuard<'_, Received> {
-        self.received.lock().unwrap_or_else(PoisonError::into_inner)
+        self.received.lock()
     }
 
     #[must_use]
@@ -160,10 +184,36 @@ impl OtlpReceiver {
         self.received().logs.clone()
     }
 
+    /// Trace export requests answered.
+    #[must_use]
+    pub fn trace_exports(&self) -> usize {
+        self.received().trace_exports
+    }
+
     /// The names of the metrics received, a name once per export.
     #[must_use]
     pub fn metric_names(&self) -> Vec<String> {
-        self.received().metrics.clone()
+        let metrics = &self.received().metrics;
+        metrics.iter().map(|metric| metric.name.clone()).collect()
+    }
+
+    /// The last value received of the counter `name`'s data point whose
+    /// attribute `key` is `value`, or that has no `key` when `value` is `None`.
+    #[must_use]
+    pub fn counter(&self, name: &str, key: &str, value: Option<&str>) -> Option<i64> {
+        let metrics = &self.received().metrics;
+        let sums = metrics.iter().filter(|metric| metric.name == name);
+        let points = sums.filter_map(|metric| match &metric.data {
+            Some(Data::Sum(sum)) => Some(&sum.data_points),
+            _ => None,
+        });
+        let point = points
+            .flatten()
+            .rfind(|point| string(&point.attributes, key) == value)?;
+        match point.value? {
+            NumberValue::AsInt(int) => Some(int),
+            NumberValue::AsDouble(_) => None,
+        }
     }
 
     /// Polls until `done(&spans)` or `timeout`; returns the spans either way.
@@ -190,6 +240,7 @@ trait Export: Message + Default {
 
 impl Export for trace::ExportTraceServiceRequest {
     fn keep(self, received: &mut Received) {
+        received.trace_exports += 1;
         for resource_spans in self.resource_spans {
             let resource = resource_spans
                 .resource
@@ -231,16 +282,22 @@ impl Export for metric::ExportMetricsServiceRequest {
             .resource_metrics
             .into_iter()
             .flat_map(|resource| resource.scope_metrics);
-        received.metrics.extend(
-            scopes
-                .flat_map(|scope| scope.metrics)
-                .map(|metric| metric.name),
-        );
+        received
+            .metrics
+            .extend(scopes.flat_map(|scope| scope.metrics));
     }
 }
 
-fn keep(received: &Shared, request: impl Export) {
-    request.keep(&mut received.lock().unwrap_or_else(PoisonError::into_inner));
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Received> {
+        self.received.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps what `request` holds, then answers after the delay.
+    async fn keep(&self, request: impl Export) {
+        request.keep(&mut self.lock());
+        tokio::time::sleep(self.delay).await;
+    }
 }
 
 async fn over_http<R: Export>(
@@ -267,7 +324,7 @@ async fn over_http<R: Export>(
     };
     match R::decode(body) {
         Ok(request) => {
-            keep(&received, request);
+            received.keep(request).await;
             HttpStatus::OK
         }
         Err(_) => HttpStatus::BAD_REQUEST,
@@ -278,8 +335,8 @@ async fn over_http<R: Export>(
 struct Collector(Shared);
 
 impl Collector {
-    fn over_grpc<R: Export, T: Default>(&self, request: Request<R>) -> Response<T> {
-        keep(&self.0, request.into_inner());
+    async fn over_grpc<R: Export, T: Default>(&self, request: Request<R>) -> Response<T> {
+        self.0.keep(request.into_inner()).await;
         Response::new(T::default())
     }
 }
@@ -290,7 +347,7 @@ impl traces::TraceService for Collector {
         &self,
         request: Request<trace::ExportTraceServiceRequest>,
     ) -> Result<Response<trace::ExportTraceServiceResponse>, Status> {
-        Ok(self.over_grpc(request))
+        Ok(self.over_grpc(request).await)
     }
 }
 
@@ -300,7 +357,7 @@ impl metrics::MetricsService for Collector {
         &self,
         request: Request<metric::ExportMetricsServiceRequest>,
     ) -> Result<Response<metric::ExportMetricsServiceResponse>, Status> {
-        Ok(self.over_grpc(request))
+        Ok(self.over_grpc(request).await)
     }
 }
 
@@ -310,7 +367,7 @@ impl logs::LogsService for Collector {
         &self,
         request: Request<log::ExportLogsServiceRequest>,
     ) -> Result<Response<log::ExportLogsServiceResponse>, Status> {
-        Ok(self.over_grpc(request))
+        Ok(self.over_grpc(request).await)
     }
 }
 
