@@ -11,15 +11,19 @@
 //!   `OTEL_{TRACES,METRICS,LOGS}_EXPORTER` names (`otlp`, `console`, `none`).
 //! - `layers`: what `RUST_LOG` filters (logs) and what it does not (spans).
 //! - `export_failures`: one clear warning when an endpoint cannot be reached.
+//! - `span_queue`: the spans waiting for their exporter, counted, so that
+//!   none is dropped unseen and a producer can wait for room.
 
 mod config;
 mod export_failures;
 mod layers;
 mod providers;
+mod span_queue;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::ExporterBuildError;
@@ -29,7 +33,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use span_links::LinkSelection;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use tracing::Dispatch;
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -37,6 +41,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use config::{ConfigError, ENVIRONMENT_VARIABLES, SpanLimits};
 use config::{TelemetryConfig, TracesSampler};
+pub use span_queue::{STALLED_AFTER, SpanQueue};
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,7 @@ impl TelemetryError {
 #[derive(Debug)]
 pub struct Telemetry {
     tracer: SdkTracerProvider,
+    spans: SpanQueue,
     meter: Option<SdkMeterProvider>,
     logger: Option<SdkLoggerProvider>,
     shutdown_timeout: Duration,
@@ -89,8 +95,10 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
     let config = TelemetryConfig::from_env(service, version, limits)?;
     install_propagator();
     let resource = providers::resource(&config);
+    let (tracer, spans) = providers::tracer(&config, resource.clone())?;
     let telemetry = Telemetry {
-        tracer: providers::tracer(&config, resource.clone())?,
+        tracer,
+        spans,
         meter: providers::meter(&config, resource.clone())?,
         logger: providers::logger(&config, resource)?,
         shutdown_timeout: config.shutdown_timeout,
@@ -102,6 +110,9 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
     opentelemetry::global::set_tracer_provider(telemetry.tracer.clone());
     if let Some(meter) = &telemetry.meter {
         opentelemetry::global::set_meter_provider(meter.clone());
+        telemetry
+            .spans
+            .observe(&meter.meter(env!("CARGO_PKG_NAME")));
     }
     let slot = layers::DispatchSlot::default();
     let dispatch = Dispatch::new(Registry::default().with(layers::layers(
@@ -135,40 +146,59 @@ impl Telemetry {
         self.link_selection
     }
 
+    /// The queue of spans before the trace exporter: to wait for room, and
+    /// to count what was lost.
+    #[must_use]
+    pub fn span_queue(&self) -> SpanQueue {
+        self.spans.clone()
+    }
+
     /// Flushes and shuts down every provider, all at once, within
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS` (5 s by default) however long an
     /// endpoint takes to answer. What could not be flushed is lost, and a
     /// warning says so.
     ///
-    /// On blocking threads: the SDK's shutdown blocks, and blocking a runtime
-    /// thread can deadlock the gRPC exporter that needs it.
+    /// Each on a thread of its own, waited for here at most the timeout: the
+    /// SDK's shutdowns block (blocking a runtime thread can deadlock the gRPC
+    /// exporter that needs it), the metric reader's for 5 s whatever timeout
+    /// it is given, and a runtime waits for its blocking tasks at exit where
+    /// a process does not wait for its threads.
     pub async fn shutdown(self) {
+        let lost = self.spans.lost();
+        if lost > 0 {
+            tracing::warn!(
+                "{lost} spans lost before exit: dropped with the export queue full, or in a failed export"
+            );
+        }
         let timeout = self.shutdown_timeout;
-        let shutting_down: [(&str, Option<JoinHandle<OTelSdkResult>>); 3] = [
+        let deadline = tokio::time::Instant::now() + timeout;
+        let shutting_down = [
             (
                 "traces",
-                Some(tokio::task::spawn_blocking(move || {
+                Some(in_background(move || {
                     self.tracer.shutdown_with_timeout(timeout)
                 })),
             ),
             (
                 "metrics",
-                self.meter.map(|meter| {
-                    tokio::task::spawn_blocking(move || meter.shutdown_with_timeout(timeout))
-                }),
+                self.meter
+                    .map(|meter| in_background(move || meter.shutdown_with_timeout(timeout))),
             ),
             (
                 "logs",
-                self.logger.map(|logger| {
-                    tokio::task::spawn_blocking(move || logger.shutdown_with_timeout(timeout))
-                }),
+                self.logger
+                    .map(|logger| in_background(move || logger.shutdown_with_timeout(timeout))),
             ),
         ];
         let mut lost = Vec::new();
-        for (signal, task) in shutting_down {
-            let Some(task) = task else { continue };
-            let flushed = task.await.map_err(|error| error.to_string());
-            if let Err(error) = flushed.and_then(|done| done.map_err(|error| error.to_string())) {
+        for (signal, finished) in shutting_down {
+            let Some(finished) = finished else { continue };
+            let flushed = match tokio::time::timeout_at(deadline, finished).await {
+                Ok(Ok(flushed)) => flushed.map_err(|error| error.to_string()),
+                Ok(Err(_)) => Err("its shutdown panicked".to_owned()),
+                Err(_) => Err(format!("not done in {timeout:?}")),
+            };
+            if let Err(error) = flushed {
                 lost.push(format!("{signal} ({error})"));
             }
         }
@@ -179,4 +209,13 @@ impl Telemetry {
             );
         }
     }
+}
+
+/// Runs `shut_down` on a thread of its own; its result comes on the receiver.
+fn in_background(
+    shut_down: impl FnOnce() -> OTelSdkResult + Send + 'static,
+) -> oneshot::Receiver<OTelSdkResult> {
+    let (done, finished) = oneshot::channel();
+    std::thread::spawn(move || done.send(shut_down()));
+    finished
 }

@@ -7,7 +7,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanExporter,
+    BatchConfigBuilder, SdkTracerProvider, SpanExporter, TracerProviderBuilder,
 };
 use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
 use span_links::{LinkSampler, with_link_limit};
@@ -15,6 +15,7 @@ use span_links::{LinkSampler, with_link_limit};
 use crate::TelemetryError;
 use crate::config::{Exporter, Signal, TelemetryConfig, TracesSampler};
 use crate::export_failures::Reported;
+use crate::span_queue::SpanQueue;
 
 /// The resource every signal carries: this service's name and version, and
 /// what `OTEL_RESOURCE_ATTRIBUTES` adds.
@@ -27,48 +28,54 @@ pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
         .build()
 }
 
-/// The tracer provider, with the link limit the service's spans need. Without
-/// an exporter it still gives spans ids: stored trace contexts stay real.
+/// The tracer provider, with the link limit the service's spans need, and the
+/// queue of its spans before their exporter. Without an exporter it still
+/// gives spans ids: stored trace contexts stay real.
 pub(crate) fn tracer(
     config: &TelemetryConfig,
     resource: Resource,
-) -> Result<SdkTracerProvider, TelemetryError> {
+) -> Result<(SdkTracerProvider, SpanQueue), TelemetryError> {
     let builder = with_link_limit(SdkTracerProvider::builder(), config.links_per_span)
         .with_resource(resource);
     let builder = match &config.sampler {
         TracesSampler::Sdk(sampler) => builder.with_sampler(sampler.clone()),
         TracesSampler::Links { ratio } => builder.with_sampler(LinkSampler::new(*ratio)),
     };
-    Ok(match config.exporter(Signal::Traces) {
+    let (builder, queue) = match config.exporter(Signal::Traces) {
         Exporter::Otlp => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .build()
                 .map_err(exporter_error(Signal::Traces))?;
-            builder.with_span_processor(span_processor(
+            with_queue(
+                builder,
                 Reported::new(exporter, Signal::Traces, config),
                 config,
-            ))
+            )
         }
-        Exporter::Console => builder.with_span_processor(span_processor(
+        Exporter::Console => with_queue(
+            builder,
             opentelemetry_stdout::SpanExporter::default(),
             config,
-        )),
-        Exporter::None => builder,
-    }
-    .build())
+        ),
+        Exporter::None => (builder, SpanQueue::default()),
+    };
+    let provider = builder.build();
+    Ok((provider.clone(), queue.flushed_by(provider)))
 }
 
-/// A batch span processor whose queue holds what the service ends at once.
-fn span_processor(
+/// `builder` with a batch span processor exporting through `exporter`, whose
+/// queue holds what the service ends at once (`OTEL_BSP_*` for the rest).
+fn with_queue(
+    builder: TracerProviderBuilder,
     exporter: impl SpanExporter + 'static,
     config: &TelemetryConfig,
-) -> BatchSpanProcessor {
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(config.span_queue_size)
-        .build();
-    BatchSpanProcessor::builder(exporter)
-        .with_batch_config(batch)
-        .build()
+) -> (TracerProviderBuilder, SpanQueue) {
+    let (processor, queue) = SpanQueue::processor(
+        exporter,
+        config.span_queue_size,
+        BatchConfigBuilder::default(),
+    );
+    (builder.with_span_processor(processor), queue)
 }
 
 /// The meter provider, or none when metrics are not exported.
