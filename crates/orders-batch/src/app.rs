@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use span_links::LinkSelection;
+use orders_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -17,11 +17,12 @@ use crate::worker::Worker;
 /// it stops there.
 ///
 /// `--once` prints a one-line summary and fails when a batch failed.
-/// Its `process-batch` spans are given `link_selection` (see
-/// `BatchSettings::link_selection`).
+/// `telemetry` decides which links its `process-batch` spans are given (see
+/// `BatchSettings::link_selection`) and paces its batches to the trace
+/// exporter.
 pub async fn run(
     config: Config,
-    link_selection: LinkSelection,
+    telemetry: &Telemetry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let start_up = orders::db::connect_and_migrate(&config.database_url, config.pool_settings());
@@ -33,7 +34,8 @@ pub async fn run(
     // only push the cause further along the line.
     let pool = pool?;
     let metrics = BatchMetrics::new(&opentelemetry::global::meter("orders-batch"));
-    let worker = Worker::new(pool, config.batch_settings(link_selection), metrics);
+    let settings = config.batch_settings(telemetry.link_selection());
+    let worker = Worker::new(pool, settings, metrics).paced_by(telemetry.span_queue());
 
     if !config.once {
         run_on_schedule(Arc::new(worker), &config.schedule, shutdown).await?;

@@ -19,6 +19,9 @@ use crate::schedule::Schedule;
 const DEFAULT_BATCH_MAX_SIZE: u32 = 1000;
 /// The largest `BATCH_MAX_SIZE`: 10 000 links make a span of about 1 MB.
 const LARGEST_BATCH_MAX_SIZE: u32 = 10_000;
+/// Spans a batch ends besides one `reconcile` per order: `process-batch`,
+/// `mark-orders`, the claim of the next batch, and a few to spare.
+const SPANS_BESIDE_ORDERS: usize = 8;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -95,10 +98,14 @@ impl Config {
     pub fn span_limits(&self) -> SpanLimits {
         SpanLimits {
             links_per_span: self.batch_max_size,
-            spans_per_burst: usize::try_from(self.batch_max_size)
-                .map_or(usize::MAX, |size| size + 8),
+            spans_per_burst: spans_per_batch(self.batch_max_size),
         }
     }
+}
+
+/// The most spans a batch of `max_size` orders ends.
+fn spans_per_batch(max_size: u32) -> usize {
+    usize::try_from(max_size).map_or(usize::MAX, |size| size.saturating_add(SPANS_BESIDE_ORDERS))
 }
 
 /// How batches are cut and how failures are handled.
@@ -115,4 +122,12 @@ pub struct BatchSettings {
     /// Which links a `process-batch` span is given: only those to sampled
     /// requests when `OTEL_TRACES_SAMPLER=links` decides by them.
     pub link_selection: LinkSelection,
+}
+
+impl BatchSettings {
+    /// The most spans one batch ends.
+    #[must_use]
+    pub fn spans_per_batch(&self) -> usize {
+        spans_per_batch(self.max_size)
+    }
 }

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let (name, version) = (env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
     let telemetry = orders_telemetry::init(name, version, config.span_limits())
         .unwrap_or_else(|error| error.exit());
-    let code = orders_batch::app::run(config, telemetry.link_selection(), shutdown)
+    let code = orders_batch::app::run(config, &telemetry, shutdown)
         .await
         // Logged, not returned: returning would print it a second time.
         .unwrap_or_else(|error| {

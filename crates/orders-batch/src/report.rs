@@ -42,6 +42,9 @@ pub struct RunSummary {
     /// Orders still pending when an interrupted run stopped; `None` when the
     /// run was not interrupted or they could not be counted.
     pub pending: Option<u64>,
+    /// The run's spans that its exporter did not take: dropped from a full
+    /// queue, or in an export that failed, by the time the run reported.
+    pub spans_dropped: u64,
 }
 
 impl fmt::Display for RunSummary {
@@ -58,6 +61,9 @@ impl fmt::Display for RunSummary {
             self.requeued,
             self.released,
         )?;
+        if self.spans_dropped > 0 {
+            write!(f, " spans_dropped={}", self.spans_dropped)?;
+        }
         if self.interrupted {
             match self.pending {
                 Some(pending) => write!(f, " interrupted pending={pending}"),

@@ -1,11 +1,13 @@
 //! A run: claim pending orders oldest first, one batch at a time, until none
-//! that were pending when the run started are left.
+//! that were pending when the run started are left, at the pace of the
+//! database, or of the trace exporter when that is slower.
 
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use orders::StoreError;
 use orders::claims::{self, Claim, ClaimRequest};
+use orders_telemetry::SpanQueue;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -19,19 +21,32 @@ pub struct Worker {
     pub(crate) pool: PgPool,
     pub(crate) settings: BatchSettings,
     pub(crate) metrics: BatchMetrics,
+    /// The spans waiting for the trace exporter: a batch starts when its
+    /// spans fit.
+    spans: SpanQueue,
     /// Host and process, written to `claimed_by` with each claim.
     id: String,
 }
 
 impl Worker {
+    /// A worker that never waits for its spans to be exported.
     #[must_use]
     pub fn new(pool: PgPool, settings: BatchSettings, metrics: BatchMetrics) -> Self {
         Self {
             pool,
             settings,
             metrics,
+            spans: SpanQueue::default(),
             id: worker_id(),
         }
+    }
+
+    /// The same worker, starting each batch only when the batch's spans fit
+    /// in `spans` (unless its exporter is failing): a slower exporter slows
+    /// the run instead of losing spans and links.
+    #[must_use]
+    pub fn paced_by(self, spans: SpanQueue) -> Self {
+        Self { spans, ..self }
     }
 
     /// Processes the orders pending when the run starts, in batches of at most
@@ -41,7 +56,10 @@ impl Worker {
     /// Once `stop` is cancelled no new batch starts; the batch in hand gets the
     /// shutdown grace period to finish, then its orders are given back, as are
     /// those of the batch claimed ahead.
+    ///
+    /// The run reports once its spans are exported, or known lost.
     pub async fn run(&self, stop: &CancellationToken) -> Result<RunSummary, StoreError> {
+        let lost_before = self.spans.lost();
         let cutoff = claims::database_now(&self.pool).await?;
         let max_attempts = i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX);
         let requeued = claims::requeue_expired(&self.pool, max_attempts).await?;
@@ -60,6 +78,8 @@ impl Worker {
         }
 
         let ran_out = self.process_pending(cutoff, stop, &mut summary).await?;
+        stop.run_until_cancelled(self.spans.drain()).await;
+        summary.spans_dropped = self.spans.lost() - lost_before;
         if !ran_out {
             summary.interrupted = true;
             summary.pending = self.count_pending().await;
@@ -88,6 +108,10 @@ impl Worker {
         let mut next = self.claim(cutoff).await?;
         loop {
             let (claim, claimed) = next;
+            // The batch's spans wait for room before the exporter rather than
+            // be dropped from a full queue.
+            let room = self.spans.room_for(self.settings.spans_per_batch());
+            stop.run_until_cancelled(room).await;
             if stop.is_cancelled() {
                 if !claim.orders.is_empty() {
                     summary.released += self.release(&claim.token).await;
