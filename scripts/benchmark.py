@@ -8,7 +8,12 @@ machine, side by side, printed as a table with ratios:
   per order, peak RSS;
 - orders-batch --once over pending orders at a few batch sizes, against its
   own claim and mark statements in a plain loop (the raw_loop example);
-- OTLP bytes per order, as a null OTLP/HTTP receiver counts them.
+- OTLP bytes per order, as a null OTLP/HTTP receiver counts them, from runs
+  that dropped no span;
+- the spans each run dropped (the API says so at exit, the batch in its
+  summary), and orders-api at its peak against receivers that answer each
+  export after a fixed delay, with the SDK's export settings and with the
+  services' own.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/benchmark.py
 
@@ -70,6 +75,8 @@ function request()
   return wrk.format()
 end
 """
+# POST /orders, its receive-order span, and validate and persist-order under it.
+SPANS_PER_ORDER = 4
 SEED = ("INSERT INTO orders (id, customer_id, items, total_cents, created_at, traceparent) "
         "SELECT gen_random_uuid(), 'customer-' || i % 1000, "
         "'[{\"sku\": \"MUG-2\", \"quantity\": 1, \"unit_price_cents\": 1250}]', 1250, "
@@ -79,9 +86,10 @@ SEED = ("INSERT INTO orders (id, customer_id, items, total_cents, created_at, tr
 
 
 class Received:
-    """A null OTLP/HTTP receiver: answers every export and counts its bytes."""
+    """A null OTLP/HTTP receiver: answers every export, `delay` seconds after
+    it arrived, and counts its bytes."""
 
-    def __init__(self):
+    def __init__(self, delay=0.0):
         self.bytes, self.lock = 0, threading.Lock()
         received = self
 
@@ -90,6 +98,7 @@ class Received:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with received.lock:
                     received.bytes += len(body)
+                time.sleep(delay)
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")
@@ -151,10 +160,21 @@ def run_measured(command, env, until=None):
     return output, usage.ru_utime + usage.ru_stime, peak[0] / 1024
 
 
-def api(args, database, receiver, export):
+# The SDK's own export settings, where the services choose their own.
+SDK_EXPORT = {"OTEL_BSP_MAX_QUEUE_SIZE": "2048", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512"}
+
+
+def dropped(output, pattern):
+    """The spans a service said it dropped (none when it said nothing)."""
+    found = re.search(pattern, output)
+    return int(found[1]) if found else 0
+
+
+def api(args, database, receiver, export, settings=None):
     port = free_port()
     env = {**COMPOSE_TELEMETRY, "DATABASE_URL": database, "LISTEN_ADDR": f"127.0.0.1:{port}",
-           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SDK_DISABLED": "false" if export else "true"}
+           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SDK_DISABLED": "false" if export else "true",
+           **(settings or {})}
     load = {}
 
     def drive(child):
@@ -177,14 +197,15 @@ def api(args, database, receiver, export):
             # Stopped whatever wrk did, or the measurement would wait for it forever.
             child.send_signal(signal.SIGTERM)
 
-    _, cpu, rss = run_measured([os.path.join(RELEASE, "orders-api")], env, drive)
+    output, cpu, rss = run_measured([os.path.join(RELEASE, "orders-api")], env, drive)
     summary = load["summary"]
     if "Requests/sec" not in summary or "Non-2xx" in summary or "Socket errors" in summary:
         sys.exit(f"wrk failed, or orders-api refused or failed orders:\n{summary}")
     created = int(re.search(r"(\d+) requests in", summary)[1])
     return {"rate": float(re.search(r"Requests/sec:\s+([\d.]+)", summary)[1]),
             "p50": wrk_ms(summary, 50), "p99": wrk_ms(summary, 99),
-            "cpu_us": cpu / created * 1e6, "rss": rss, "bytes": receiver.take() / created}
+            "cpu_us": cpu / created * 1e6, "rss": rss, "bytes": receiver.take() / created,
+            "dropped": dropped(output, r"(\d+) spans lost before exit"), "orders": created}
 
 
 def wrk_ms(summary, percentile):
@@ -211,13 +232,13 @@ def pgbench(database, script, clients, seconds):
 
 
 def batch_seconds(database, receiver, size):
-    """How long orders-batch --once takes, and its peak RSS."""
+    """How long orders-batch --once takes, its peak RSS and the spans it dropped."""
     receiver.take()
     env = {**COMPOSE_TELEMETRY, "DATABASE_URL": database, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
            "BATCH_MAX_SIZE": str(size)}
     started = time.monotonic()
-    _, _, rss = run_measured([os.path.join(RELEASE, "orders-batch"), "--once"], env)
-    return time.monotonic() - started, rss
+    output, _, rss = run_measured([os.path.join(RELEASE, "orders-batch"), "--once"], env)
+    return time.monotonic() - started, rss, dropped(output, r"spans_dropped=(\d+)")
 
 
 def pending_orders(database, count):
@@ -228,8 +249,9 @@ def pending_orders(database, count):
 
 def batch(args, database, receiver, size, start_and_exit):
     pending_orders(database, args.orders)
-    seconds, rss = batch_seconds(database, receiver, size)
-    run = {"rate": args.orders / (seconds - start_and_exit), "rss": rss, "bytes": receiver.take() / args.orders}
+    seconds, rss, lost = batch_seconds(database, receiver, size)
+    run = {"rate": args.orders / (seconds - start_and_exit), "rss": rss, "bytes": receiver.take() / args.orders,
+           "dropped": lost}
     # The baseline: the same claim and mark statements in a plain loop.
     pending_orders(database, args.orders)
     raw = subprocess.run([os.path.join(RELEASE, "examples", "raw_loop")], env={**os.environ, "DATABASE_URL": database, "BATCH_MAX_SIZE": str(size)},
@@ -240,8 +262,30 @@ def batch(args, database, receiver, size, start_and_exit):
 
 
 def medians(runs):
-    """Each figure's median over the runs."""
-    return {key: sorted(run[key] for run in runs)[len(runs) // 2] for key in runs[0]}
+    """Each figure's median over the runs; bytes per order over those that
+    dropped no span (None if every one did), and the most any run dropped."""
+    middle = {key: sorted(run[key] for run in runs)[len(runs) // 2] for key in runs[0]}
+    whole = sorted(run["bytes"] for run in runs if run["dropped"] == 0)
+    middle["bytes"] = whole[len(whole) // 2] if whole else None
+    middle["dropped"] = max(run["dropped"] for run in runs)
+    return middle
+
+
+def bytes_per_order(run):
+    return "—" if run["bytes"] is None else f"{run['bytes']:.0f}"
+
+
+def api_against_slow_receivers(args, database):
+    """orders-api flat out against receivers answering each export after each
+    of --export-delays-ms, with the SDK's export settings and the services'."""
+    rows = []
+    for delay in (int(ms) for ms in args.export_delays_ms.split(",")):
+        receiver = Received(delay / 1000)
+        for label, settings in (("SDK's", SDK_EXPORT), ("services'", {})):
+            run = api(args, database, receiver, export=True, settings=settings)
+            rows.append((delay, label, run))
+        receiver.server.shutdown()
+    return rows
 
 
 def main():
@@ -251,6 +295,8 @@ def main():
     parser.add_argument("--orders", type=int, default=100_000, help="pending orders for each batch run")
     parser.add_argument("--batch-sizes", default="500,1000,5000", help="BATCH_MAX_SIZE values to run")
     parser.add_argument("--runs", type=int, default=3, help="runs of each, whose median is printed")
+    parser.add_argument("--export-delays-ms", default="0,25,50,100,200",
+                        help="orders-api against receivers answering each export after these delays (empty: skip)")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL names a PostgreSQL server")
     for tool in ("pgbench", "wrk"):
@@ -266,23 +312,32 @@ def main():
         apis = [(api(args, database, receiver, export=True), api(args, database, receiver, export=False),
                  pgbench(database, ROW, args.concurrency, args.seconds)) for _ in range(args.runs)]
         on, off, raw = (medians([run[variant] for run in apis]) for variant in range(3))
+        slow = api_against_slow_receivers(args, database) if args.export_delays_ms else []
         psql(database, "TRUNCATE orders")
-        start_and_exit, _ = batch_seconds(database, receiver, 1000)
+        start_and_exit, _, _ = batch_seconds(database, receiver, 1000)
         sizes = [int(size) for size in args.batch_sizes.split(",")]
         batches = {size: medians([batch(args, database, receiver, size, start_and_exit) for _ in range(args.runs)]) for size in sizes}
     finally:
         psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     tls = "TLS" if "sslmode=disable" not in server else "plain TCP"
     print(f"\norders-api, {args.concurrency} requests in flight, {args.seconds} s each, median of {args.runs}, PostgreSQL over {tls} (sslmode as DATABASE_URL says)")
-    print(f"{'':<26}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/order':>14}{'peak RSS MB':>13}{'OTLP B/order':>14}")
+    print(f"{'':<26}{'orders/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/order':>14}{'peak RSS MB':>13}{'OTLP B/order':>14}{'dropped':>9}")
     for label, run in (("export on", on), ("SDK disabled", off)):
-        print(f"{label:<26}{run['rate']:>10.0f}{run['p50']:>9.2f}{run['p99']:>9.2f}{run['cpu_us']:>14.0f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
+        print(f"{label:<26}{run['rate']:>10.0f}{run['p50']:>9.2f}{run['p99']:>9.2f}{run['cpu_us']:>14.0f}{run['rss']:>13.1f}"
+              f"{bytes_per_order(run):>14}{run['dropped']:>9}")
     print(f"{'raw INSERT (pgbench)':<26}{raw['rate']:>10.0f}{raw['p50']:>9.2f}{raw['p99']:>9.2f}")
     print(f"ratios: export on / raw INSERT {on['rate'] / raw['rate']:.2f}; export on / SDK disabled {on['rate'] / off['rate']:.2f}")
     print(f"\norders-batch --once over {args.orders} pending orders, export on, median of {args.runs} (its start and exit, {start_and_exit:.2f} s with nothing pending, left out)")
-    print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'raw loop/s':>12}{'ratio':>8}{'peak RSS MB':>13}{'OTLP B/order':>14}")
+    print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'raw loop/s':>12}{'ratio':>8}{'peak RSS MB':>13}{'OTLP B/order':>14}{'dropped':>9}")
     for size, run in batches.items():
-        print(f"{size:<16}{run['rate']:>10.0f}{run['raw']:>12.0f}{run['ratio']:>8.2f}{run['rss']:>13.1f}{run['bytes']:>14.0f}")
+        print(f"{size:<16}{run['rate']:>10.0f}{run['raw']:>12.0f}{run['ratio']:>8.2f}{run['rss']:>13.1f}"
+              f"{bytes_per_order(run):>14}{run['dropped']:>9}")
+    if slow:
+        print(f"\norders-api flat out against a receiver answering each export after a delay, one run each ({COMPOSE_TELEMETRY['OTEL_EXPORTER_OTLP_COMPRESSION']})")
+        print(f"{'delay ms':<10}{'export settings':<18}{'orders/s':>10}{'spans':>10}{'dropped':>9}{'dropped %':>11}")
+        for delay, label, run in slow:
+            spans = run["orders"] * SPANS_PER_ORDER
+            print(f"{delay:<10}{label:<18}{run['rate']:>10.0f}{spans:>10}{run['dropped']:>9}{100 * run['dropped'] / spans:>11.1f}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,17 @@ use common::{check_reconcile_spans, rows, stored_targets, summary, with};
 use orders_test_support::{OtlpReceiver, Process, ReceivedSpan, Silent, WAIT, named, otel_env};
 use sqlx::PgPool;
 
-/// Each export is answered this long after it arrives: 2,000 spans a second
-/// in the SDK's exports of 512, a fifth of what the batch makes.
+/// Each export is answered this long after it arrives: with the SDK's own
+/// export settings (exports of 512 spans, 4 batches' worth of queue), 2,048
+/// spans a second, a fifth of what the batch makes.
 const DELAY: Duration = Duration::from_millis(250);
+const SDK_EXPORT: [(&str, &str); 3] = [
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "2048"),
+    // The SDK's default delay: a run's last spans must go when it ends, not
+    // when the delay has passed.
+    ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
+];
 
 /// `processes` runs of `orders-batch --once` at once, exporting to a receiver
 /// answering after [`DELAY`], with `more`; their summaries and what arrived.
@@ -26,11 +34,9 @@ async fn run_against_slow_receiver(
     more: &[(&'static str, &str)],
 ) -> (Vec<String>, Vec<ReceivedSpan>, Duration, usize) {
     let receiver = OtlpReceiver::answering_after(DELAY).await;
-    // The SDK's default export delay, 5 s: a run's last spans must go when it
-    // ends, not when the delay has passed.
     let env = with(
         otel_env(pool, &receiver, "grpc"),
-        &[&[("OTEL_BSP_SCHEDULE_DELAY", "5000")], more].concat(),
+        &[&SDK_EXPORT[..], more].concat(),
     );
     let runs: Vec<Process> = (0..processes)
         .map(|_| Process::spawn(binary(), &["--once"], &env))

@@ -70,11 +70,9 @@ fn with_queue(
     exporter: impl SpanExporter + 'static,
     config: &TelemetryConfig,
 ) -> (TracerProviderBuilder, SpanQueue) {
-    let (processor, queue) = SpanQueue::processor(
-        exporter,
-        config.span_queue_size,
-        BatchConfigBuilder::default(),
-    );
+    let batch =
+        BatchConfigBuilder::default().with_max_export_batch_size(config.span_export_batch_size);
+    let (processor, queue) = SpanQueue::processor(exporter, config.span_queue_size, batch);
     (builder.with_span_processor(processor), queue)
 }
 

@@ -39,8 +39,8 @@ use tokio::sync::Notify;
 /// How long a producer waits for room while no export finishes: then the
 /// exporter is taken to be stalled (a collector that accepts connections and
 /// never answers) and nobody waits on it until an export succeeds. A
-/// collector answers an export of 512 spans in milliseconds, and the slowest
-/// receiver the tests pace to in a quarter of a second; the OTLP exporter
+/// collector answers an export in milliseconds, and the slowest receiver the
+/// tests pace to in a quarter of a second; the OTLP exporter
 /// itself gives up on an export only after `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s
 /// by default, far longer than a run should stand still.
 pub const STALLED_AFTER: Duration = Duration::from_secs(1);
