@@ -28,7 +28,8 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
+    SpanProcessor,
 };
 use opentelemetry_semantic_conventions::attribute::ERROR_TYPE;
 use opentelemetry_semantic_conventions::metric::{
@@ -44,6 +45,9 @@ use tokio::sync::Notify;
 /// itself gives up on an export only after `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s
 /// by default, far longer than a run should stand still.
 pub const STALLED_AFTER: Duration = Duration::from_secs(1);
+
+/// The most often drops are said.
+const DROP_LINE_PERIOD: Duration = Duration::from_mins(1);
 
 /// The counts shared by the processor, its exporter and every [`SpanQueue`].
 #[derive(Debug)]
@@ -67,7 +71,7 @@ struct Counts {
 
 impl Counts {
     fn new(capacity: usize, drop_line_period: Duration) -> Self {
-        let period = Quota::with_period(drop_line_period)
+        let lines = Quota::with_period(drop_line_period)
             .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN));
         Self {
             capacity,
@@ -77,7 +81,7 @@ impl Counts {
             failed: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             export_finished: Notify::new(),
-            drop_lines: RateLimiter::direct(period),
+            drop_lines: RateLimiter::direct(lines),
         }
     }
 
@@ -124,7 +128,7 @@ pub struct SpanQueue {
 impl Default for SpanQueue {
     fn default() -> Self {
         Self {
-            counts: Arc::new(Counts::new(usize::MAX, Duration::from_mins(1))),
+            counts: Arc::new(Counts::new(usize::MAX, DROP_LINE_PERIOD)),
             provider: None,
         }
     }
@@ -136,9 +140,9 @@ impl SpanQueue {
     pub(crate) fn processor(
         exporter: impl SpanExporter + 'static,
         capacity: usize,
-        batch: opentelemetry_sdk::trace::BatchConfigBuilder,
+        batch: BatchConfigBuilder,
     ) -> (Admitting, Self) {
-        let counts = Arc::new(Counts::new(capacity, Duration::from_mins(1)));
+        let counts = Arc::new(Counts::new(capacity, DROP_LINE_PERIOD));
         let exporter = Counted {
             inner: exporter,
             counts: Arc::clone(&counts),
