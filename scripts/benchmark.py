@@ -265,9 +265,10 @@ def medians(runs):
     """Each figure's median over the runs; bytes per order over those that
     dropped no span (None if every one did), and the most any run dropped."""
     middle = {key: sorted(run[key] for run in runs)[len(runs) // 2] for key in runs[0]}
-    whole = sorted(run["bytes"] for run in runs if run["dropped"] == 0)
-    middle["bytes"] = whole[len(whole) // 2] if whole else None
-    middle["dropped"] = max(run["dropped"] for run in runs)
+    if "dropped" in middle:
+        whole = sorted(run["bytes"] for run in runs if run["dropped"] == 0)
+        middle["bytes"] = whole[len(whole) // 2] if whole else None
+        middle["dropped"] = max(run["dropped"] for run in runs)
     return middle
 
 
