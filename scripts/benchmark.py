@@ -205,7 +205,7 @@ def api(args, database, receiver, export, settings=None):
     return {"rate": float(re.search(r"Requests/sec:\s+([\d.]+)", summary)[1]),
             "p50": wrk_ms(summary, 50), "p99": wrk_ms(summary, 99),
             "cpu_us": cpu / created * 1e6, "rss": rss, "bytes": receiver.take() / created,
-            "dropped": dropped(output, r"(\d+) spans lost before exit"), "orders": created}
+            "dropped": dropped(output, r"(\d+) spans not exported in all"), "orders": created}
 
 
 def wrk_ms(summary, percentile):

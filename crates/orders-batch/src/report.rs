@@ -42,8 +42,9 @@ pub struct RunSummary {
     /// Orders still pending when an interrupted run stopped; `None` when the
     /// run was not interrupted or they could not be counted.
     pub pending: Option<u64>,
-    /// The run's spans that its exporter did not take: dropped from a full
-    /// queue, or in an export that failed, by the time the run reported.
+    /// Spans the exporter had not taken when the run reported, lost during
+    /// the run (dropped from a full queue, or in an export that failed) or
+    /// still queued behind a failing exporter.
     pub spans_dropped: u64,
 }
 

@@ -57,7 +57,8 @@ impl Worker {
     /// shutdown grace period to finish, then its orders are given back, as are
     /// those of the batch claimed ahead.
     ///
-    /// The run reports once its spans are exported, or known lost.
+    /// The run reports once its spans are exported, or known lost: dropped,
+    /// in a failed export, or queued behind a failing exporter.
     pub async fn run(&self, stop: &CancellationToken) -> Result<RunSummary, StoreError> {
         let lost_before = self.spans.lost();
         let cutoff = claims::database_now(&self.pool).await?;
@@ -78,8 +79,8 @@ impl Worker {
         }
 
         let ran_out = self.process_pending(cutoff, stop, &mut summary).await?;
-        stop.run_until_cancelled(self.spans.drain()).await;
-        summary.spans_dropped = self.spans.lost() - lost_before;
+        let unsent = stop.run_until_cancelled(self.spans.drain()).await;
+        summary.spans_dropped = self.spans.lost() - lost_before + unsent.unwrap_or(0);
         if !ran_out {
             summary.interrupted = true;
             summary.pending = self.count_pending().await;

@@ -58,11 +58,11 @@ const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 /// Spans sent in one export, and spans waiting for it: four times the SDK's
 /// 512 and 2048. The SDK exports one batch at a time, so a receiver that
 /// answers each export after a delay `d` takes at most `batch / d` spans a
-/// second. With the SDK's values, orders-api at its peak here (about 3,000
-/// orders, 12,000 spans a second) dropped 3% of its spans against a receiver
-/// answering after 25 ms, and 38% after 100 ms; with these, none up to 100 ms
-/// (`scripts/benchmark.py`). An export of 2048 spans is about 0.7 MB, a
-/// fifth of the 4 MiB a collector accepts.
+/// second. With the SDK's values, orders-api at its peak here (2,100 to
+/// 2,600 orders, four spans each, a second) dropped 2% of its spans against
+/// a receiver answering after 50 ms and 48% after 100 ms; with these, none up
+/// to 100 ms (`scripts/benchmark.py`, README). An export of 2048 spans is
+/// about 0.7 MB, a fifth of the 4 MiB a collector accepts.
 const DEFAULT_EXPORT_BATCH_SIZE: usize = 2048;
 const DEFAULT_QUEUE_SIZE: usize = 4 * DEFAULT_EXPORT_BATCH_SIZE;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,7 +156,9 @@ pub struct TelemetryConfig {
     pub links_per_span: u32,
     /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: TracesSampler,
-    /// `OTEL_BSP_MAX_QUEUE_SIZE`, raised to four bursts of spans.
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`, raised to four bursts of spans and four
+    /// exports: the SDK starts an export only when it holds a full one (or
+    /// on its delay), and a producer waiting for room must see one start.
     pub span_queue_size: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: the most spans in one export.
     pub span_export_batch_size: usize,
@@ -253,6 +255,7 @@ impl TelemetryConfig {
             })
         };
         let queue = size("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)?;
+        let export_batch = size("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE)?;
         Ok(Self {
             service_name: get("OTEL_SERVICE_NAME")
                 .or_else(|| {
@@ -265,11 +268,10 @@ impl TelemetryConfig {
             log_filter,
             links_per_span: links.max(limits.links_per_span),
             sampler: sampler(get)?,
-            span_queue_size: queue.max(limits.spans_per_burst.saturating_mul(4)),
-            span_export_batch_size: size(
-                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-                DEFAULT_EXPORT_BATCH_SIZE,
-            )?,
+            span_queue_size: queue
+                .max(limits.spans_per_burst.saturating_mul(4))
+                .max(export_batch.saturating_mul(4)),
+            span_export_batch_size: export_batch,
             shutdown_timeout: number(get, "TELEMETRY_SHUTDOWN_TIMEOUT_MS")?
                 .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
             endpoints,
@@ -519,6 +521,10 @@ mod tests {
             (smaller.links_per_span, smaller.span_queue_size),
             (1500, 10_032)
         );
+        // Four exports of 4096 fit, so one starts before a waiting producer
+        // has room.
+        let exports = config(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096")]).unwrap();
+        assert_eq!(exports.span_queue_size, 16_384);
         assert!(
             config(&[("OTEL_SPAN_LINK_COUNT_LIMIT", "lots")])
                 .unwrap_err()

@@ -41,7 +41,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use config::{ConfigError, ENVIRONMENT_VARIABLES, SpanLimits};
 use config::{TelemetryConfig, TracesSampler};
-pub use span_queue::{STALLED_AFTER, SpanQueue};
+pub use span_queue::SpanQueue;
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -164,13 +164,7 @@ impl Telemetry {
     /// it is given, and a runtime waits for its blocking tasks at exit where
     /// a process does not wait for its threads.
     pub async fn shutdown(self) {
-        let lost = self.spans.lost();
-        if lost > 0 {
-            tracing::warn!(
-                "{lost} spans lost before exit: dropped with the export queue full, or in a failed export"
-            );
-        }
-        let timeout = self.shutdown_timeout;
+        let (spans, timeout) = (self.spans.clone(), self.shutdown_timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         let shutting_down = [
             (
@@ -190,25 +184,41 @@ impl Telemetry {
                     .map(|logger| in_background(move || logger.shutdown_with_timeout(timeout))),
             ),
         ];
-        let mut lost = Vec::new();
-        for (signal, finished) in shutting_down {
-            let Some(finished) = finished else { continue };
-            let flushed = match tokio::time::timeout_at(deadline, finished).await {
-                Ok(Ok(flushed)) => flushed.map_err(|error| error.to_string()),
-                Ok(Err(_)) => Err("its shutdown panicked".to_owned()),
-                Err(_) => Err(format!("not done in {timeout:?}")),
-            };
-            if let Err(error) = flushed {
-                lost.push(format!("{signal} ({error})"));
-            }
-        }
+        let lost = not_flushed_by(deadline, shutting_down).await;
         if !lost.is_empty() {
             tracing::warn!(
                 "telemetry not flushed at exit, so lost: {}",
                 lost.join(", ")
             );
         }
+        let unsent = spans.lost() + spans.queued();
+        if unsent > 0 {
+            tracing::warn!(
+                "{unsent} spans not exported in all: dropped with the export queue full, in a failed export, or still queued at exit"
+            );
+        }
     }
+}
+
+/// The signals whose shutdown failed or was not done by `deadline`, each
+/// with why.
+async fn not_flushed_by(
+    deadline: tokio::time::Instant,
+    shutting_down: [(&str, Option<oneshot::Receiver<OTelSdkResult>>); 3],
+) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (signal, finished) in shutting_down {
+        let Some(finished) = finished else { continue };
+        let flushed = match tokio::time::timeout_at(deadline, finished).await {
+            Ok(Ok(flushed)) => flushed.map_err(|error| error.to_string()),
+            Ok(Err(_)) => Err("its shutdown panicked".to_owned()),
+            Err(_) => Err("not done in time".to_owned()),
+        };
+        if let Err(error) = flushed {
+            lost.push(format!("{signal} ({error})"));
+        }
+    }
+    lost
 }
 
 /// Runs `shut_down` on a thread of its own; its result comes on the receiver.

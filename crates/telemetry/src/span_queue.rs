@@ -10,9 +10,9 @@
 //!   count until their export ends), so the processor never drops one itself
 //!   and every drop is counted here;
 //! - a producer that can wait, waits for room ([`SpanQueue::room_for`]) while
-//!   the exporter finishes exports, however slowly; it does not wait on an
-//!   exporter whose last export failed, or that finished none in
-//!   [`STALLED_AFTER`];
+//!   the exporter finishes exports; it does not wait on an exporter whose
+//!   last export failed, or that finished none for twice the longest export
+//!   it has made, and a second at least (a stalled collector);
 //! - drops are seen: a WARN line with the running count at most once a
 //!   minute, the specification's `otel.sdk.processor.span.processed` and
 //!   `otel.sdk.exporter.span.exported` counters, and [`SpanQueue::lost`].
@@ -20,7 +20,7 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use opentelemetry::metrics::Meter;
@@ -37,17 +37,18 @@ use opentelemetry_semantic_conventions::metric::{
 };
 use tokio::sync::Notify;
 
-/// How long a producer waits for room while no export finishes: then the
-/// exporter is taken to be stalled (a collector that accepts connections and
-/// never answers) and nobody waits on it until an export succeeds. A
-/// collector answers an export in milliseconds, and the slowest receiver the
-/// tests pace to in a quarter of a second; the OTLP exporter
-/// itself gives up on an export only after `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s
-/// by default, far longer than a run should stand still.
-pub const STALLED_AFTER: Duration = Duration::from_secs(1);
+/// How long a producer waits for room while no export finishes, at least:
+/// then the exporter is taken to be stalled (a collector that accepts
+/// connections and never answers) and nobody waits on it until an export
+/// succeeds. A collector answers an export in milliseconds; an exporter
+/// that has taken longer is waited for twice its longest successful export.
+/// The OTLP exporter itself gives up on an export only after
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s by default, far longer than a run
+/// should stand still on a collector that never answers.
+const STALLED_AFTER: Duration = Duration::from_secs(1);
 
-/// The most often drops are said.
-const DROP_LINE_PERIOD: Duration = Duration::from_mins(1);
+/// The most often drops, and stalls, are said.
+const LINE_PERIOD: Duration = Duration::from_mins(1);
 
 /// The counts shared by the processor, its exporter and every [`SpanQueue`].
 #[derive(Debug)]
@@ -63,16 +64,24 @@ struct Counts {
     failed: AtomicU64,
     /// The last export failed, or none finished while a producer waited.
     failing: AtomicBool,
+    /// The longest a successful export took, in microseconds.
+    slowest_export: AtomicU64,
     /// Woken whenever an export finishes.
     export_finished: Notify,
-    /// Lets one line about drops through per period.
+    /// A flush asked for and not yet done.
+    flushing: AtomicBool,
+    /// Let one line about drops, and one about a stall, through per period.
     drop_lines: DefaultDirectRateLimiter,
+    stall_lines: DefaultDirectRateLimiter,
 }
 
 impl Counts {
-    fn new(capacity: usize, drop_line_period: Duration) -> Self {
-        let lines = Quota::with_period(drop_line_period)
-            .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN));
+    fn new(capacity: usize, line_period: Duration) -> Self {
+        let lines = || {
+            let quota = Quota::with_period(line_period)
+                .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN));
+            RateLimiter::direct(quota)
+        };
         Self {
             capacity,
             queued: AtomicUsize::new(0),
@@ -80,8 +89,11 @@ impl Counts {
             exported: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            slowest_export: AtomicU64::new(0),
             export_finished: Notify::new(),
-            drop_lines: RateLimiter::direct(lines),
+            flushing: AtomicBool::new(false),
+            drop_lines: lines(),
+            stall_lines: lines(),
         }
     }
 
@@ -100,9 +112,11 @@ impl Counts {
         self.drop_lines.check().is_ok().then_some(dropped)
     }
 
-    /// An export of `spans` spans ended, well or not.
-    fn export_finished(&self, spans: usize, succeeded: bool) {
+    /// An export of `spans` spans ended after `took`, well or not.
+    fn export_finished(&self, spans: usize, succeeded: bool, took: Duration) {
         let through = if succeeded {
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            self.slowest_export.fetch_max(micros, Ordering::Relaxed);
             &self.exported
         } else {
             &self.failed
@@ -111,6 +125,13 @@ impl Counts {
         self.queued.fetch_sub(spans, Ordering::AcqRel);
         self.failing.store(!succeeded, Ordering::Release);
         self.export_finished.notify_waiters();
+    }
+
+    /// How long to wait for an export to finish before taking the exporter
+    /// to be stalled.
+    fn patience(&self) -> Duration {
+        let slowest = Duration::from_micros(self.slowest_export.load(Ordering::Relaxed));
+        STALLED_AFTER.max(slowest * 2)
     }
 }
 
@@ -128,7 +149,7 @@ pub struct SpanQueue {
 impl Default for SpanQueue {
     fn default() -> Self {
         Self {
-            counts: Arc::new(Counts::new(usize::MAX, DROP_LINE_PERIOD)),
+            counts: Arc::new(Counts::new(usize::MAX, LINE_PERIOD)),
             provider: None,
         }
     }
@@ -142,7 +163,7 @@ impl SpanQueue {
         capacity: usize,
         batch: BatchConfigBuilder,
     ) -> (Admitting, Self) {
-        let counts = Arc::new(Counts::new(capacity, DROP_LINE_PERIOD));
+        let counts = Arc::new(Counts::new(capacity, LINE_PERIOD));
         let exporter = Counted {
             inner: exporter,
             counts: Arc::clone(&counts),
@@ -178,20 +199,16 @@ impl SpanQueue {
         self.wait_until(|queued| queued <= room).await;
     }
 
-    /// Exports what the queue holds now and waits until it is through,
-    /// unless the exporter is failing or stalls while waiting: the spans of
-    /// a piece of work sent before it reports.
-    pub async fn drain(&self) {
-        if self.counts.queued.load(Ordering::Acquire) == 0 {
-            return;
+    /// Asks for the queue to be exported now, not after the SDK's delay, and
+    /// waits until it is empty, unless the exporter is failing or stalls
+    /// while waiting: the spans of a piece of work sent before it reports.
+    /// Returns the spans still queued then, behind a failing exporter.
+    pub async fn drain(&self) -> u64 {
+        if self.queued() > 0 && !self.counts.failing.load(Ordering::Acquire) {
+            self.flush();
+            self.wait_until(|queued| queued == 0).await;
         }
-        if let Some(provider) = self.provider.clone() {
-            // Asks the processor to export now rather than after its delay.
-            // Its own thread, not a runtime's: the SDK's flush blocks up to
-            // 5 s on a stalled exporter, and no runtime should wait on it.
-            std::thread::spawn(move || provider.force_flush());
-        }
-        self.wait_until(|queued| queued == 0).await;
+        self.queued()
     }
 
     /// Spans lost so far: dropped because the queue was full, or in an
@@ -199,6 +216,35 @@ impl SpanQueue {
     #[must_use]
     pub fn lost(&self) -> u64 {
         self.counts.dropped.load(Ordering::Relaxed) + self.counts.failed.load(Ordering::Relaxed)
+    }
+
+    /// Spans in the queue, or being exported.
+    #[must_use]
+    pub fn queued(&self) -> u64 {
+        self.counts.queued.load(Ordering::Acquire) as u64
+    }
+
+    /// Has the processor export what it holds, one flush at a time, on a
+    /// thread of its own: the SDK's flush blocks, up to 5 s on a stalled
+    /// exporter, and no runtime should wait on it.
+    fn flush(&self) {
+        let Some(provider) = self.provider.clone() else {
+            return;
+        };
+        if self.counts.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let counts = Arc::clone(&self.counts);
+        let flushing = std::thread::Builder::new()
+            .name("span-queue-flush".to_owned())
+            .spawn(move || {
+                // Each export's outcome is counted by the exporter.
+                let _flushed = provider.force_flush();
+                counts.flushing.store(false, Ordering::Release);
+            });
+        if flushing.is_err() {
+            self.counts.flushing.store(false, Ordering::Release);
+        }
     }
 
     async fn wait_until(&self, done: impl Fn(usize) -> bool) {
@@ -211,11 +257,14 @@ impl SpanQueue {
             {
                 return;
             }
-            if tokio::time::timeout(STALLED_AFTER, finished).await.is_err() {
-                if !counts.failing.swap(true, Ordering::AcqRel) {
+            let patience = counts.patience();
+            if tokio::time::timeout(patience, finished).await.is_err() {
+                let newly = !counts.failing.swap(true, Ordering::AcqRel);
+                if newly && counts.stall_lines.check().is_ok() {
                     tracing::warn!(
-                        "the trace exporter finished no export in {STALLED_AFTER:?}: not waiting for it \
-                         until an export succeeds; spans that do not fit its queue are dropped and counted"
+                        "the trace exporter finished no export in {patience:?}: not waiting for it \
+                         until an export succeeds; spans that do not fit its queue are dropped and counted; \
+                         said at most once a minute"
                     );
                 }
                 return;
@@ -230,7 +279,7 @@ impl SpanQueue {
         meter
             .u64_observable_counter(OTEL_SDK_PROCESSOR_SPAN_PROCESSED)
             .with_unit("{span}")
-            .with_description("Spans handed to the exporter, or dropped because the export queue was full (error.type=queue_full).")
+            .with_description("Spans through the exporter, counted when their export ends, or dropped because the export queue was full (error.type=queue_full).")
             .with_callback(move |observer| {
                 let through = counts.exported.load(Ordering::Relaxed)
                     + counts.failed.load(Ordering::Relaxed);
@@ -300,9 +349,10 @@ struct Counted<E> {
 
 impl<E: SpanExporter> SpanExporter for Counted<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let spans = batch.len();
+        let (spans, started) = (batch.len(), Instant::now());
         let result = self.inner.export(batch).await;
-        self.counts.export_finished(spans, result.is_ok());
+        self.counts
+            .export_finished(spans, result.is_ok(), started.elapsed());
         result
     }
 
@@ -321,9 +371,13 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use super::Counts;
+    use tokio::time::Instant;
+
+    use super::{Counts, LINE_PERIOD, SpanQueue};
 
     #[test]
     fn a_full_queue_drops_and_says_so_once_a_period_with_the_running_count() {
@@ -334,11 +388,48 @@ mod tests {
         assert_eq!(lines, [Some(1), None, None]);
         std::thread::sleep(Duration::from_millis(350));
         assert_eq!((counts.drop_one(), counts.drop_one()), (Some(4), None));
-        counts.export_finished(2, false);
+        counts.export_finished(2, false, Duration::ZERO);
         assert!(
             counts.admit(),
             "room again once an export ended, even a failed one"
         );
-        assert!(counts.failing.load(std::sync::atomic::Ordering::Relaxed));
+    }
+
+    /// On tokio's paused clock: waits take no real time.
+    #[tokio::test(start_paused = true)]
+    async fn a_producer_waits_while_exports_finish_and_not_on_a_stalled_exporter() {
+        let queue = SpanQueue {
+            counts: Arc::new(Counts::new(4, LINE_PERIOD)),
+            provider: None,
+        };
+        let counts = Arc::clone(&queue.counts);
+        let export = |after: u64| {
+            let counts = Arc::clone(&counts);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                counts.export_finished(2, true, Duration::from_millis(after));
+            })
+        };
+        let since = |started: Instant| started.elapsed().as_millis();
+        let started = Instant::now();
+        assert!((0..4).all(|_| counts.admit()));
+        export(1500);
+        // The first export takes over a second: taken for a stall until it ends.
+        queue.room_for(2).await;
+        assert_eq!(since(started), 1000);
+        assert!(counts.failing.load(Ordering::Relaxed));
+        queue.room_for(2).await;
+        assert_eq!(since(started), 1000, "no wait on a failing exporter");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // It ended: now waited for up to twice its 1.5 s.
+        export(2000);
+        queue.room_for(4).await;
+        assert_eq!(since(started), 3600, "until the next export ended");
+        assert!(counts.admit() && counts.admit());
+        queue.room_for(4).await;
+        assert_eq!(since(started), 7600, "twice the slowest export, 2 s");
+        assert!(counts.failing.load(Ordering::Relaxed));
+        assert_eq!(queue.drain().await, 2, "not waited for, and counted");
+        assert_eq!(since(started), 7600);
     }
 }
