@@ -6,9 +6,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, SdkTracerProvider, SpanExporter, TracerProviderBuilder,
-};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
 use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
 use span_links::{LinkSampler, with_link_limit};
 
@@ -63,16 +61,18 @@ pub(crate) fn tracer(
     Ok((provider.clone(), queue.flushed_by(provider)))
 }
 
-/// `builder` with a batch span processor exporting through `exporter`, whose
-/// queue holds what the service ends at once (`OTEL_BSP_*` for the rest).
+/// `builder` with a batch span processor exporting through `exporter`, its
+/// queue and exports sized by the configuration.
 fn with_queue(
     builder: TracerProviderBuilder,
     exporter: impl SpanExporter + 'static,
     config: &TelemetryConfig,
 ) -> (TracerProviderBuilder, SpanQueue) {
-    let batch =
-        BatchConfigBuilder::default().with_max_export_batch_size(config.span_export_batch_size);
-    let (processor, queue) = SpanQueue::processor(exporter, config.span_queue_size, batch);
+    let (processor, queue) = SpanQueue::processor(
+        exporter,
+        config.span_queue_size,
+        config.span_export_batch_size,
+    );
     (builder.with_span_processor(processor), queue)
 }
 

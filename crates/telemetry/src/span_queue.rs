@@ -156,19 +156,23 @@ impl Default for SpanQueue {
 }
 
 impl SpanQueue {
-    /// A batch span processor exporting through `exporter` whose queue holds
-    /// `capacity` spans, and the queue's counts.
+    /// A batch span processor exporting through `exporter`, whose queue
+    /// holds `capacity` spans, in exports of at most `export_batch`, and the
+    /// queue's counts (`OTEL_BSP_SCHEDULE_DELAY` from the environment).
     pub(crate) fn processor(
         exporter: impl SpanExporter + 'static,
         capacity: usize,
-        batch: BatchConfigBuilder,
+        export_batch: usize,
     ) -> (Admitting, Self) {
         let counts = Arc::new(Counts::new(capacity, LINE_PERIOD));
         let exporter = Counted {
             inner: exporter,
             counts: Arc::clone(&counts),
         };
-        let batch = batch.with_max_queue_size(capacity).build();
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(capacity)
+            .with_max_export_batch_size(export_batch)
+            .build();
         let processor = Admitting {
             inner: BatchSpanProcessor::builder(exporter)
                 .with_batch_config(batch)
