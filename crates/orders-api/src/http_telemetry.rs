@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter};
-use span_links::{bounded_tracestate, is_valid_traceparent};
+use span_links::is_valid_traceparent;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -173,4 +173,66 @@ fn incoming_context(headers: &HeaderMap) -> opentelemetry::Context {
         carrier.insert("tracestate".to_owned(), tracestate);
     }
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier))
+}
+
+/// Most characters of a `tracestate` worth keeping: W3C Trace Context asks
+/// vendors to propagate at least 512, and allows dropping members past that.
+const TRACESTATE_MAX_CHARS: usize = 512;
+
+/// A `tracestate` header as W3C Trace Context lets a receiver bound it: its
+/// first 32 list-members; past [`TRACESTATE_MAX_CHARS`], members longer than
+/// 128 characters dropped from the end first, then any from the end until it
+/// fits. `None` when nothing is left. Unbounded, the SDK keeps up to 32
+/// members of 512 characters each, 16 KB on every span and stored order.
+fn bounded_tracestate(header: &str) -> Option<String> {
+    let mut members: Vec<&str> = header
+        .split(',')
+        .map(str::trim)
+        .filter(|member| !member.is_empty())
+        .take(32)
+        .collect();
+    let length = |members: &[&str]| members.iter().map(|member| member.len() + 1).sum::<usize>();
+    while length(&members) > TRACESTATE_MAX_CHARS + 1 {
+        let longest_last = members.iter().rposition(|member| member.len() > 128);
+        members.remove(longest_last.unwrap_or(members.len() - 1));
+    }
+    (!members.is_empty()).then(|| members.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded_tracestate;
+
+    #[test]
+    fn a_tracestate_header_is_bounded_as_w3c_trace_context_allows() {
+        let member = |key: &str, length: usize| format!("{key}={}", "v".repeat(length));
+        let fits = [member("a", 100), member("b", 200), member("c", 200)].join(",");
+        assert_eq!(
+            bounded_tracestate(&format!(" {fits} ,,")),
+            Some(fits.clone())
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(
+            bounded_tracestate(&many.join(",")),
+            Some(many[..32].join(","))
+        );
+        // Too long: members over 128 characters go first, from the end.
+        let long = [
+            member("a", 200),
+            member("b", 100),
+            member("c", 250),
+            member("d", 150),
+        ];
+        assert_eq!(
+            bounded_tracestate(&long.join(",")),
+            Some([member("a", 200), member("b", 100)].join(","))
+        );
+        let short: Vec<String> = (0..32).map(|i| member(&format!("k{i:02}"), 20)).collect();
+        assert_eq!(
+            bounded_tracestate(&short.join(",")),
+            Some(short[..20].join(","))
+        );
+        assert_eq!(bounded_tracestate(&member("a", 600)), None);
+        assert_eq!(bounded_tracestate(" , "), None);
+    }
 }

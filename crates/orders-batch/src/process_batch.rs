@@ -10,7 +10,7 @@ use opentelemetry::trace::TraceContextExt;
 use orders::StoreError;
 use orders::claims::{self, Claim, Outcome};
 use orders::order::BatchSpan;
-use span_links::{Links, start_with_links};
+use span_links::{LinkSelection, Links, start_with_links};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -30,8 +30,10 @@ impl Worker {
         // One link per order, to the receive-order span that stored its context.
         let orders = claim.orders.iter();
         let links = Links::to(orders.map(|order| (order.id, order.source_trace.as_ref())));
-        let unlinked: Vec<Uuid> = links.unlinked().map(|i| claim.orders[i].id).collect();
-        let (given, unsampled) = links.selected(self.settings.link_selection);
+        let unlinked: Vec<Uuid> = links.unlinked().copied().collect();
+        let given = links.selected(self.settings.link_selection);
+        let unsampled = matches!(self.settings.link_selection, LinkSelection::Sampled)
+            .then(|| links.all().count() - given.len());
         let span = process_batch_span(claim.orders.len(), unlinked.len(), unsampled);
         // The root of a new trace, with its links from its creation on.
         start_with_links(&span, Context::new(), given);
@@ -50,7 +52,7 @@ impl Worker {
     async fn reconcile_and_mark(
         &self,
         claim: &Claim,
-        links: &Links,
+        links: &Links<Uuid>,
         unlinked: &[Uuid],
         batch: &Context,
     ) -> Result<BatchReport, StoreError> {
@@ -66,13 +68,8 @@ impl Worker {
         let outcomes: Vec<(Uuid, Outcome)> = claim
             .orders
             .iter()
-            .enumerate()
-            .map(|(index, order)| {
-                (
-                    order.id,
-                    self.reconcile_order(order, batch, links.of_item(index)),
-                )
-            })
+            .zip(links.by_item())
+            .map(|(order, (_, link))| (order.id, self.reconcile_order(order, batch, link)))
             .collect();
         let span_context = batch.span().span_context().clone();
         let batch_span = span_context.is_valid().then(|| BatchSpan {

@@ -1,23 +1,4 @@
-//! Span links across an asynchronous boundary, in one file.
-//!
-//! A request hands work over (here, an order stored in PostgreSQL) and a batch
-//! does it later, in a trace of its own. The batch span cannot be the child of
-//! every request, but it can *link* to each of them. Top to bottom:
-//!
-//! 1. **Capture**: where the work is handed over, [`StoredContext::of_current_span`]
-//!    takes the W3C context of the span the batch will link to.
-//! 2. **Store** its `traceparent` and `tracestate` with the work: two text columns.
-//! 3. **Link**: in the batch, [`Links::to`] rebuilds each stored context, strictly
-//!    checked ([`StoredContext::span_context`]), into a link named by its work
-//!    item, and counts the items that cannot be linked. A link carries the
-//!    span's ids and flags, not its trace state: see [`Links::to`].
-//! 4. **Start**: [`start_with_links`] gives the links to the batch span before it
-//!    starts, so the sampler sees them.
-//! 5. **Size the link limit**: [`with_link_limit`], or the SDK keeps 128 links a
-//!    span and drops the rest without a word.
-//!
-//! Because the links are there at creation, a sampler can decide by them:
-//! [`sampling`] keeps a batch span when a request it links to was kept.
+#![doc = include_str!("../README.md")]
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -41,6 +22,23 @@ pub const SDK_LINK_LIMIT: u32 = 128;
 
 /// A span's W3C trace context as stored with the work it handed over: exactly
 /// what `traceparent` and `tracestate` headers would carry, so any tool reads it.
+///
+/// ```
+/// use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+/// use span_links::StoredContext;
+///
+/// let span = SpanContext::new(
+///     TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+///     SpanId::from(0x00f0_67aa_0ba9_02b7),
+///     TraceFlags::SAMPLED,
+///     false,
+///     TraceState::NONE,
+/// );
+/// let stored = StoredContext::of(&span).unwrap();
+/// assert_eq!(stored.traceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// assert_eq!(stored.tracestate, None);
+/// assert_eq!(stored.span_context().unwrap().span_id(), span.span_id());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredContext {
     pub traceparent: String,
@@ -49,8 +47,26 @@ pub struct StoredContext {
 }
 
 impl StoredContext {
-    /// 1. Capture: the context of the current `tracing` span. `None` without an
-    ///    OpenTelemetry layer, or when the span is disabled.
+    /// 1. Capture: the context of the current `tracing` span, to store with the
+    ///    work it hands over. `None` without an OpenTelemetry layer, or when
+    ///    the span is disabled.
+    ///
+    /// ```
+    /// use opentelemetry::trace::TracerProvider as _;
+    /// use opentelemetry_sdk::trace::SdkTracerProvider;
+    /// use span_links::StoredContext;
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// let tracer = SdkTracerProvider::builder().build().tracer("producer");
+    /// let subscriber = tracing_subscriber::registry()
+    ///     .with(tracing_opentelemetry::layer().with_tracer(tracer));
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     assert_eq!(StoredContext::of_current_span(), None, "outside any span");
+    ///     let _request = tracing::info_span!("receive-order").entered();
+    ///     let stored = StoredContext::of_current_span().unwrap();
+    ///     assert!(stored.traceparent.ends_with("-01"), "sampled");
+    /// });
+    /// ```
     #[must_use]
     pub fn of_current_span() -> Option<Self> {
         Self::of(tracing::Span::current().context().span().span_context())
@@ -74,10 +90,26 @@ impl StoredContext {
         })
     }
 
-    /// 3. The span context to link to, or `None` when the stored `traceparent`
-    ///    is not valid W3C Trace Context. The SDK's propagator is lenient (it
-    ///    pads a 31-digit trace id, for one): a corrupt value would become a
-    ///    link to a span that does not exist.
+    /// The span context to link to, or `None` when the stored `traceparent` is
+    /// not valid W3C Trace Context ([`is_valid_traceparent`]). The SDK's
+    /// propagator is lenient (it pads a 31-digit trace id, for one): a corrupt
+    /// value would become a link to a span that does not exist.
+    ///
+    /// ```
+    /// use span_links::StoredContext;
+    ///
+    /// let stored = |traceparent: &str| StoredContext {
+    ///     traceparent: traceparent.to_owned(),
+    ///     tracestate: Some("vendor=value".to_owned()),
+    /// };
+    /// let valid = stored("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    /// let context = valid.span_context().unwrap();
+    /// assert!(context.is_remote() && context.is_sampled());
+    /// assert_eq!(context.trace_state().header(), "vendor=value");
+    ///
+    /// let corrupt = stored("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01");
+    /// assert_eq!(corrupt.span_context(), None);
+    /// ```
     #[must_use]
     pub fn span_context(&self) -> Option<SpanContext> {
         if !is_valid_traceparent(&self.traceparent) {
@@ -93,32 +125,19 @@ impl StoredContext {
     }
 }
 
-/// Most characters of a `tracestate` worth keeping: W3C Trace Context asks
-/// vendors to propagate at least 512, and allows dropping members past that.
-pub const TRACESTATE_MAX_CHARS: usize = 512;
-
-/// A `tracestate` header as W3C Trace Context lets a receiver bound it: its
-/// first 32 list-members; past [`TRACESTATE_MAX_CHARS`], members longer than
-/// 128 characters dropped from the end first, then any from the end until it
-/// fits. `None` when nothing is left. Read a client's header through this: the
-/// SDK keeps up to 32 members of 512 characters each, 16 KB on every span.
-#[must_use]
-pub fn bounded_tracestate(header: &str) -> Option<String> {
-    let mut members: Vec<&str> = header
-        .split(',')
-        .map(str::trim)
-        .filter(|member| !member.is_empty())
-        .take(32)
-        .collect();
-    let length = |members: &[&str]| members.iter().map(|member| member.len() + 1).sum::<usize>();
-    while length(&members) > TRACESTATE_MAX_CHARS + 1 {
-        let longest_last = members.iter().rposition(|member| member.len() > 128);
-        members.remove(longest_last.unwrap_or(members.len() - 1));
-    }
-    (!members.is_empty()).then(|| members.join(","))
-}
-
-/// Checks a `traceparent` value strictly against W3C Trace Context level 1.
+/// Checks a `traceparent` value strictly against W3C Trace Context level 1:
+/// what [`StoredContext::span_context`] links to, and a check for a
+/// `traceparent` header before the lenient propagator reads it.
+///
+/// ```
+/// use span_links::is_valid_traceparent;
+///
+/// assert!(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+/// // Upper-case hex, a zero span id, a 31-digit trace id:
+/// assert!(!is_valid_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+/// assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"));
+/// assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01"));
+/// ```
 #[must_use]
 pub fn is_valid_traceparent(value: &str) -> bool {
     fn lower_hex(field: &str, len: usize) -> bool {
@@ -144,25 +163,41 @@ pub fn is_valid_traceparent(value: &str) -> bool {
         && lower_hex(flags, 2)
 }
 
-/// 3. Link: a batch's links. For each work item, in order, a link to the span
-///    that stored its context, named by the item's id in [`MESSAGE_ID`]; or
-///    none, when the stored context is missing or invalid (the SDK would drop
-///    such a link silently, so it is counted here instead).
-#[derive(Debug, Clone, Default)]
-pub struct Links(Vec<Option<Link>>);
+/// 3. Link: a batch's links, one for each work item whose stored context is
+///    valid, to the span that stored it, named by the item's id in
+///    [`MESSAGE_ID`]. The items that cannot be linked (a missing or invalid
+///    stored context) are reported by their ids: `tracing-opentelemetry` would
+///    drop such a link without a word.
+///
+/// ```
+/// use span_links::{Links, StoredContext};
+///
+/// let valid = StoredContext {
+///     traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+///     tracestate: None,
+/// };
+/// let corrupt = StoredContext { traceparent: "garbage".to_owned(), tracestate: None };
+/// let links = Links::to([(17, Some(&valid)), (18, Some(&corrupt)), (19, None)]);
+///
+/// assert_eq!(links.all().count(), 1);
+/// assert_eq!(links.all().next().unwrap().attributes[0].value.as_str(), "17");
+/// assert_eq!(links.unlinked().collect::<Vec<_>>(), [&18, &19]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Links<Id> {
+    items: Vec<(Id, Option<Link>)>,
+}
 
-impl Links {
-    /// One entry per `(id, stored context)` item.
+impl<Id: Display> Links<Id> {
+    /// The links for `items`, pairs of a work item's id and its stored context.
     ///
     /// A link names a span by its ids (and flags, for samplers); the stored
     /// trace state is for whoever continues that trace, not for a pointer to
     /// it. Left out, a link's size is fixed whatever a row holds: 10 000 links
     /// stay near 1 MB, inside the 4 MiB a collector accepts per gRPC message,
     /// where 10 000 trace states of up to 16 KB (what the SDK keeps) could not.
-    pub fn to<'a, Id: Display>(
-        items: impl IntoIterator<Item = (Id, Option<&'a StoredContext>)>,
-    ) -> Self {
-        let link = |(id, stored): (Id, Option<&StoredContext>)| {
+    pub fn to<'a>(items: impl IntoIterator<Item = (Id, Option<&'a StoredContext>)>) -> Self {
+        let link = |id: &Id, stored: Option<&StoredContext>| {
             let stored = stored?.span_context()?;
             let span_context = SpanContext::new(
                 stored.trace_id(),
@@ -177,55 +212,81 @@ impl Links {
                 0,
             ))
         };
-        Self(items.into_iter().map(link).collect())
-    }
-
-    /// Every link: for the span that handles the whole batch, under a
-    /// standard sampler (see [`Links::selected`]).
-    pub fn all(&self) -> impl Iterator<Item = &Link> {
-        self.0.iter().flatten()
-    }
-
-    /// The links the span for the whole batch is given under `selection`, and
-    /// with [`LinkSelection::Sampled`] the number of links left out because
-    /// their span was not sampled.
-    #[must_use]
-    pub fn selected(&self, selection: LinkSelection) -> (Vec<&Link>, Option<usize>) {
-        match selection {
-            LinkSelection::All => (self.all().collect(), None),
-            LinkSelection::Sampled => {
-                let (sampled, unsampled): (Vec<&Link>, Vec<&Link>) =
-                    self.all().partition(|link| link.span_context.is_sampled());
-                (sampled, Some(unsampled.len()))
-            }
+        let items = items.into_iter().map(|(id, stored)| {
+            let link = link(&id, stored);
+            (id, link)
+        });
+        Self {
+            items: items.collect(),
         }
     }
+}
 
-    /// The link of the item at `index`: for a span that handles that item alone.
-    #[must_use]
-    pub fn of_item(&self, index: usize) -> Option<&Link> {
-        self.0.get(index)?.as_ref()
+impl<Id> Links<Id> {
+    /// Every link: for a batch span under a standard sampler.
+    pub fn all(&self) -> impl Iterator<Item = &Link> {
+        self.items.iter().filter_map(|(_, link)| link.as_ref())
     }
 
-    /// The positions of the items that cannot be linked.
-    pub fn unlinked(&self) -> impl Iterator<Item = usize> {
-        self.0
-            .iter()
-            .enumerate()
+    /// The links a batch span is given under `selection`: every link, or only
+    /// those to sampled spans (for [`LinkSampler`]).
+    #[must_use]
+    pub fn selected(&self, selection: LinkSelection) -> Vec<&Link> {
+        let sampled_only = matches!(selection, LinkSelection::Sampled);
+        self.all()
+            .filter(|link| !sampled_only || link.span_context.is_sampled())
+            .collect()
+    }
+
+    /// Each item's id with its link, in the order given: for a span that
+    /// handles one item.
+    pub fn by_item(&self) -> impl Iterator<Item = (&Id, Option<&Link>)> {
+        self.items.iter().map(|(id, link)| (id, link.as_ref()))
+    }
+
+    /// The ids of the items that cannot be linked, in the order given.
+    pub fn unlinked(&self) -> impl Iterator<Item = &Id> {
+        self.by_item()
             .filter(|(_, link)| link.is_none())
-            .map(|(index, _)| index)
+            .map(|(id, _)| id)
     }
 }
 
 /// 4. Start: gives `span` its parent and its links *at creation*, so that the
 ///    sampler sees them.
 ///
-/// tracing-opentelemetry builds the OpenTelemetry span lazily, when the span is
-/// first entered, or when its context is needed (a child, a log line written
+/// `tracing-opentelemetry` builds the OpenTelemetry span lazily, when the span
+/// is first entered, or when its context is needed (a child, a log line written
 /// in it). Until then it is a builder, and what is added to it is part of its
 /// creation: the sampler's decision sees these links. Added after, links are
 /// still exported, but the decision was made without them. Call this right
 /// after creating the span.
+///
+/// ```
+/// use opentelemetry::Context;
+/// use opentelemetry::trace::TracerProvider as _;
+/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+/// use span_links::{Links, StoredContext, start_with_links};
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let exporter = InMemorySpanExporter::default();
+/// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+/// let subscriber = tracing_subscriber::registry()
+///     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("batch")));
+/// let stored = StoredContext {
+///     traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+///     tracestate: None,
+/// };
+/// let links = Links::to([("job-1", Some(&stored))]);
+///
+/// tracing::subscriber::with_default(subscriber, || {
+///     let batch = tracing::info_span!("process-batch");
+///     start_with_links(&batch, Context::new(), links.all());
+///     batch.in_scope(|| { /* the work */ });
+/// });
+/// let spans = exporter.get_finished_spans().unwrap();
+/// assert_eq!(spans[0].links.links[0].span_context.span_id().to_string(), "00f067aa0ba902b7");
+/// ```
 ///
 /// # Panics
 ///
@@ -247,8 +308,18 @@ pub fn start_with_links<'a>(
 }
 
 /// 5. Size the link limit: `builder` with a link limit that keeps
-///    `links_per_span` links on one span. Past the limit (128 by default) the
-///    SDK drops links without a word; OTLP only carries `dropped_links_count`.
+///    `links_per_span` links on one span (and never fewer than the SDK's 128).
+///    Past the limit the SDK drops links without a word; OTLP only carries
+///    `dropped_links_count`.
+///
+/// ```
+/// use opentelemetry_sdk::trace::SdkTracerProvider;
+/// use span_links::with_link_limit;
+///
+/// const BATCH_MAX_SIZE: u32 = 1000;
+/// let provider = with_link_limit(SdkTracerProvider::builder(), BATCH_MAX_SIZE).build();
+/// # drop(provider);
+/// ```
 #[must_use]
 pub fn with_link_limit(
     builder: TracerProviderBuilder,
