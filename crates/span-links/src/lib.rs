@@ -10,8 +10,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::TracerProviderBuilder;
 use tracing_opentelemetry::{OpenTelemetrySpanExt, SetParentError};
 
-pub mod sampling;
-pub use sampling::{LinkSampler, LinkSelection};
+mod sampling;
+pub use sampling::{LINKS_SAMPLER, LinkSampler, LinkSelection};
 
 /// The link attribute naming the work item a link was made for (the
 /// OpenTelemetry messaging conventions put per-message values on links).

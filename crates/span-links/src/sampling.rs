@@ -31,6 +31,25 @@ pub const LINKS_SAMPLER: &str = "links";
 /// batch span only its links to sampled spans ([`LinkSelection::Sampled`]):
 /// kept for one of them, or by the ratio, it would otherwise also link to
 /// spans that were never recorded.
+///
+/// ```
+/// use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState};
+/// use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+/// use span_links::LinkSampler;
+///
+/// let request = |flags| {
+///     Link::with_context(SpanContext::new(
+///         TraceId::from(1), SpanId::from(1), flags, true, TraceState::NONE,
+///     ))
+/// };
+/// let decide = |links: &[Link]| {
+///     let sampler = LinkSampler::new(0.0); // keep no root by chance
+///     let batch = TraceId::from(2);
+///     sampler.should_sample(None, batch, "process-batch", &SpanKind::Consumer, &[], links).decision
+/// };
+/// assert_eq!(decide(&[request(TraceFlags::SAMPLED)]), SamplingDecision::RecordAndSample);
+/// assert_eq!(decide(&[request(TraceFlags::default())]), SamplingDecision::Drop);
+/// ```
 #[derive(Debug, Clone)]
 pub struct LinkSampler {
     parent_based_ratio: Sampler,

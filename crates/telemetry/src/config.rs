@@ -8,7 +8,7 @@ use std::env;
 use std::time::Duration;
 
 use opentelemetry_sdk::trace::Sampler;
-use span_links::sampling::LINKS_SAMPLER;
+use span_links::LINKS_SAMPLER;
 use tracing_subscriber::EnvFilter;
 
 /// Every environment variable a service's telemetry honours: the ones this
