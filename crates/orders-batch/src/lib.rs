@@ -6,8 +6,8 @@
 //! - [`config`]: the command line and environment.
 //! - [`schedule`]: the cron schedule, one run at a time.
 //! - [`worker`]: a run, batch after batch, with shutdown.
-//! - [`process_batch`]: one batch, its span and its links.
-//! - [`reconcile_step`]: each order's `reconcile` step.
+//! - [`process_batch`]: one batch, its span and its links, each order's
+//!   `reconcile` step: the batch side of the pattern, in one file.
 //! - [`report`]: what a batch and a run did.
 //! - [`metrics`]: the batch's instruments.
 //!
@@ -18,7 +18,6 @@ pub mod app;
 pub mod config;
 pub mod metrics;
 pub mod process_batch;
-pub mod reconcile_step;
 pub mod report;
 pub mod schedule;
 pub mod worker;

@@ -1,28 +1,42 @@
-//! One batch: the `process-batch` span, created with a link to the
+//! One batch, traced as one `process-batch` span that links to the
 //! `receive-order` span of every order in it. The pattern itself is the
-//! `span_links` crate; this is the batch side of it: turn the stored contexts
-//! into links, start the span with them, reconcile and mark the orders in it.
+//! `span_links` crate; this is its batch side, whole, so that it reads top to
+//! bottom here: turn the stored contexts into links, name the orders that have
+//! none, create the span with its links, reconcile each order in a child span
+//! with its own link, and mark the orders with the batch span. What the batch
+//! did is counted in `report`.
 
 use std::time::Instant;
 
 use opentelemetry::Context;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{Link, TraceContextExt};
 use orders::StoreError;
-use orders::claims::{self, Claim, Outcome};
+use orders::claims::{self, Claim, ClaimedOrder, Outcome};
 use orders::order::BatchSpan;
+use orders::reconcile::reconcile;
 use span_links::{LinkSelection, Links, start_with_links};
+use sqlx::PgPool;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use crate::report::{BatchReport, as_i64};
-use crate::worker::Worker;
+use crate::config::BatchSettings;
+use crate::metrics::BatchMetrics;
+use crate::report::{self, BatchReport, as_i64};
 
-impl Worker {
+/// Processes a claimed batch with what its worker holds: the database, the
+/// settings and the metrics.
+pub(crate) struct BatchProcessor<'a> {
+    pub(crate) pool: &'a PgPool,
+    pub(crate) settings: &'a BatchSettings,
+    pub(crate) metrics: &'a BatchMetrics,
+}
+
+impl BatchProcessor<'_> {
     /// Reconciles the claimed orders under one `process-batch` span and marks
     /// them. `claimed` is when the claim was made, for the duration metric.
-    pub(crate) async fn process_batch(
+    pub(crate) async fn process(
         &self,
         claim: &Claim,
         claimed: Instant,
@@ -43,7 +57,7 @@ impl Worker {
             .reconcile_and_mark(claim, &links, &unlinked, &batch)
             .instrument(span.clone())
             .await;
-        self.record(&span, claim.orders.len(), claimed, &result);
+        report::record_batch(&span, self.metrics, claim.orders.len(), claimed, &result);
         result
     }
 
@@ -57,29 +71,57 @@ impl Worker {
         batch: &Context,
     ) -> Result<BatchReport, StoreError> {
         tracing::info!(batch.size = claim.orders.len(), claim = %claim.token, "processing a batch");
-        if !unlinked.is_empty() {
-            let orders: Vec<String> = unlinked.iter().map(Uuid::to_string).collect();
-            tracing::warn!(
-                count = unlinked.len(),
-                orders = orders.join(","),
-                "orders without a valid stored trace context: processed, but the batch cannot link to their requests"
-            );
-        }
+        warn_unlinked(unlinked);
         let outcomes: Vec<(Uuid, Outcome)> = claim
             .orders
             .iter()
             .zip(links.by_item())
             .map(|(order, (_, link))| (order.id, self.reconcile_order(order, batch, link)))
             .collect();
-        let span_context = batch.span().span_context().clone();
-        let batch_span = span_context.is_valid().then(|| BatchSpan {
-            trace_id: span_context.trace_id().to_string(),
-            span_id: span_context.span_id().to_string(),
-            sampled: Some(span_context.is_sampled()),
-        });
+        let batch_span = batch_span_of(batch);
         let finished =
-            claims::finish(&self.pool, &claim.token, batch_span.as_ref(), &outcomes).await?;
-        Ok(self.report(claim, &outcomes, &finished, unlinked.len()))
+            claims::finish(self.pool, &claim.token, batch_span.as_ref(), &outcomes).await?;
+        Ok(report::count_marked(
+            self.metrics,
+            claim,
+            &finished,
+            unlinked.len(),
+        ))
+    }
+
+    /// The `reconcile` step of `order`: a child of `batch` with its own link
+    /// to the order's request, failed with the reason when the order does not
+    /// reconcile.
+    fn reconcile_order(
+        &self,
+        order: &ClaimedOrder,
+        batch: &Context,
+        link: Option<&Link>,
+    ) -> Outcome {
+        let span = reconcile_span(order);
+        start_with_links(&span, batch.clone(), link);
+        let _entered = span.enter();
+        let Err(error) = reconcile(&order.items, order.total_cents) else {
+            return Outcome::Processed;
+        };
+        let reason = error.to_string();
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", reason.as_str());
+        span.record("error.type", error.kind());
+        let last_attempt =
+            u32::try_from(order.attempts).unwrap_or(u32::MAX) >= self.settings.max_attempts;
+        tracing::warn!(
+            order.id = %order.id,
+            attempt = order.attempts,
+            error = %reason,
+            will_retry = !last_attempt,
+            "order did not reconcile"
+        );
+        if last_attempt {
+            Outcome::Failed { error: reason }
+        } else {
+            Outcome::Retry { error: reason }
+        }
     }
 }
 
@@ -108,4 +150,42 @@ fn process_batch_span(size: usize, unlinked: usize, unsampled: Option<usize>) ->
         batch.retrying_count = Empty,
         error.type = Empty,
     )
+}
+
+/// Names the orders the batch cannot link to their requests, so that their
+/// rows can be looked at; they are processed all the same.
+fn warn_unlinked(unlinked: &[Uuid]) {
+    if unlinked.is_empty() {
+        return;
+    }
+    let orders: Vec<String> = unlinked.iter().map(Uuid::to_string).collect();
+    tracing::warn!(
+        count = unlinked.len(),
+        orders = orders.join(","),
+        "orders without a valid stored trace context: processed, but the batch cannot link to their requests"
+    );
+}
+
+/// The `reconcile` span of `order`, its status and error filled in when it
+/// does not reconcile.
+fn reconcile_span(order: &ClaimedOrder) -> Span {
+    tracing::info_span!(
+        "reconcile",
+        order.id = %order.id,
+        messaging.message.id = %order.id,
+        order.attempt = i64::from(order.attempts),
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+        error.type = Empty,
+    )
+}
+
+/// The batch span as each order stores it; none when the batch is not traced.
+fn batch_span_of(batch: &Context) -> Option<BatchSpan> {
+    let span_context = batch.span().span_context().clone();
+    span_context.is_valid().then(|| BatchSpan {
+        trace_id: span_context.trace_id().to_string(),
+        span_id: span_context.span_id().to_string(),
+        sampled: Some(span_context.is_sampled()),
+    })
 }

@@ -4,12 +4,11 @@
 use std::fmt;
 use std::time::Instant;
 
-use orders::claims::{Claim, Finished, Outcome};
+use orders::claims::{Claim, Finished};
 use orders::{OrderStatus, StoreError};
 use tracing::Span;
-use uuid::Uuid;
 
-use crate::worker::Worker;
+use crate::metrics::BatchMetrics;
 
 /// What became of the orders of one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,75 +84,74 @@ impl RunSummary {
     }
 }
 
-impl Worker {
-    /// Counts what was marked, and feeds the metrics.
-    pub(crate) fn report(
-        &self,
-        claim: &Claim,
-        outcomes: &[(Uuid, Outcome)],
-        finished: &[Finished],
-        unlinked: usize,
-    ) -> BatchReport {
-        let mut report = BatchReport {
-            unlinked,
-            ..BatchReport::default()
-        };
-        for order in finished {
-            match order.status {
-                OrderStatus::Processed => {
-                    report.processed += 1;
-                    if let Some(processed_at) = order.processed_at {
-                        self.metrics.processed(order.created_at, processed_at);
-                    }
+/// Counts what the batch marked, and feeds the metrics. `finished` are the
+/// orders of `claim` that it still held when marking; `unlinked` of them all
+/// were processed without a link.
+pub(crate) fn count_marked(
+    metrics: &BatchMetrics,
+    claim: &Claim,
+    finished: &[Finished],
+    unlinked: usize,
+) -> BatchReport {
+    let mut report = BatchReport {
+        unlinked,
+        ..BatchReport::default()
+    };
+    for order in finished {
+        match order.status {
+            OrderStatus::Processed => {
+                report.processed += 1;
+                if let Some(processed_at) = order.processed_at {
+                    metrics.processed(order.created_at, processed_at);
                 }
-                OrderStatus::Failed => report.failed += 1,
-                OrderStatus::Pending | OrderStatus::Processing => report.retrying += 1,
             }
+            OrderStatus::Failed => report.failed += 1,
+            OrderStatus::Pending | OrderStatus::Processing => report.retrying += 1,
         }
-        self.metrics.failed(report.failed, false);
-        self.metrics.failed(report.retrying, true);
-        // An order missing from `finished` was no longer held by this claim (it
-        // expired and the order went back to the queue): it was left alone.
-        let lost = outcomes.len().saturating_sub(finished.len());
-        if lost > 0 {
-            tracing::warn!(
-                lost,
-                claim = %claim.token,
-                "orders were no longer held by this batch's claim (it expired) and were left to the worker that holds them now"
-            );
-        }
-        report
     }
+    metrics.failed(report.failed, false);
+    metrics.failed(report.retrying, true);
+    // An order missing from `finished` was no longer held by this claim (it
+    // expired and the order went back to the queue): it was left alone.
+    let lost = claim.orders.len().saturating_sub(finished.len());
+    if lost > 0 {
+        tracing::warn!(
+            lost,
+            claim = %claim.token,
+            "orders were no longer held by this batch's claim (it expired) and were left to the worker that holds them now"
+        );
+    }
+    report
+}
 
-    /// What `process-batch` did: on its span, in the metrics and in the log.
-    pub(crate) fn record(
-        &self,
-        span: &Span,
-        size: usize,
-        claimed: Instant,
-        result: &Result<BatchReport, StoreError>,
-    ) {
-        match result {
-            Ok(report) => {
-                span.record("batch.processed_count", as_i64(report.processed));
-                span.record("batch.failed_count", as_i64(report.failed));
-                span.record("batch.retrying_count", as_i64(report.retrying));
-                self.metrics.batch(size, claimed.elapsed());
-                span.in_scope(|| {
-                    tracing::info!(
-                        processed = report.processed,
-                        failed = report.failed,
-                        retrying = report.retrying,
-                        unlinked = report.unlinked,
-                        "batch done"
-                    );
-                });
-            }
-            Err(error) => {
-                span.record("otel.status_code", "ERROR");
-                span.record("otel.status_description", error.to_string());
-                span.record("error.type", "store");
-            }
+/// What `process-batch` did: on its span, in the metrics and in the log.
+pub(crate) fn record_batch(
+    span: &Span,
+    metrics: &BatchMetrics,
+    size: usize,
+    claimed: Instant,
+    result: &Result<BatchReport, StoreError>,
+) {
+    match result {
+        Ok(report) => {
+            span.record("batch.processed_count", as_i64(report.processed));
+            span.record("batch.failed_count", as_i64(report.failed));
+            span.record("batch.retrying_count", as_i64(report.retrying));
+            metrics.batch(size, claimed.elapsed());
+            span.in_scope(|| {
+                tracing::info!(
+                    processed = report.processed,
+                    failed = report.failed,
+                    retrying = report.retrying,
+                    unlinked = report.unlinked,
+                    "batch done"
+                );
+            });
+        }
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", error.to_string());
+            span.record("error.type", "store");
         }
     }
 }

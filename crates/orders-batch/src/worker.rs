@@ -13,14 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::BatchSettings;
 use crate::metrics::BatchMetrics;
+use crate::process_batch::BatchProcessor;
 use crate::report::{BatchReport, RunSummary};
 
 /// Processes pending orders; one per process, shared by every run.
 #[derive(Debug)]
 pub struct Worker {
-    pub(crate) pool: PgPool,
-    pub(crate) settings: BatchSettings,
-    pub(crate) metrics: BatchMetrics,
+    pool: PgPool,
+    settings: BatchSettings,
+    metrics: BatchMetrics,
     /// The spans waiting for the trace exporter: a batch starts when its
     /// spans fit.
     spans: SpanQueue,
@@ -173,8 +174,13 @@ impl Worker {
         claimed: Instant,
         stop: &CancellationToken,
     ) -> Option<Result<BatchReport, StoreError>> {
+        let batch = BatchProcessor {
+            pool: &self.pool,
+            settings: &self.settings,
+            metrics: &self.metrics,
+        };
         tokio::select! {
-            outcome = self.process_batch(claim, claimed) => Some(outcome),
+            outcome = batch.process(claim, claimed) => Some(outcome),
             () = orders::shutdown::grace_expired(stop, self.settings.shutdown_grace) => None,
         }
     }
