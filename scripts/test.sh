@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The test command: scripts/test.sh [cargo test arguments]
+#
+# Runs `cargo test --workspace --locked` (or the packages -p names) once what
+# the tests need is set up, so that a fresh clone with only Rust and
+# PostgreSQL's server binaries (Debian: the `postgresql` package) installed,
+# nothing started or configured, passes:
+# - a PostgreSQL: the one DATABASE_URL names, else a throwaway one started
+#   here from the installed binaries (127.0.0.1, a free port, trusted superuser
+#   postgres), stopped and deleted when this script exits, however it exits;
+# - the pinned docker-compose that the compose-environment tests run
+#   (.ci/tools/.venv), installed when missing.
+# What it cannot install it names in one line, and exits 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing() {
+  echo "scripts/test.sh: $*" >&2
+  exit 1
+}
+venv=.ci/tools/.venv
+root() { [ "$(id -u)" = 0 ]; }
+
+command -v cargo >/dev/null || missing "cargo is missing: install Rust (https://rustup.rs)"
+command -v python3 >/dev/null || missing "python3 is missing: install python3 and python3-venv"
+[ -x "$venv/bin/pip" ] || python3 -c 'import ensurepip' 2>/dev/null ||
+  missing "python3 cannot create a virtual environment: install python3-venv"
+if [ -z "${DATABASE_URL:-}" ]; then
+  initdb="$(command -v initdb || printf '%s\n' /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)"
+  bin="${initdb%/initdb}"
+  [ -x "$initdb" ] && [ -x "$bin/pg_ctl" ] ||
+    missing "PostgreSQL's server binaries (initdb, pg_ctl) are missing: install them (Debian: apt-get install postgresql), or set DATABASE_URL"
+  ! root || id postgres >/dev/null 2>&1 ||
+    missing "as root, PostgreSQL needs a postgres user to run as: install Debian's postgresql package, which creates it, or set DATABASE_URL"
+fi
+
+if [ ! -x "$venv/bin/pip" ]; then
+  echo "scripts/test.sh: installing the pinned docker-compose into $venv"
+  python3 -m venv "$venv"
+fi
+# Quick, and offline, when the pins are installed already.
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r .ci/tools/requirements.txt
+
+if [ -z "${DATABASE_URL:-}" ]; then
+  tmp="$(mktemp -d)"
+  # initdb refuses to run as root: then the server runs as the postgres user.
+  as_server_user() {
+    if root; then (cd "$tmp" && runuser -u postgres -- "$@"); else "$@"; fi
+  }
+  stop() {
+    as_server_user "$bin/pg_ctl" -D "$tmp/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$tmp"
+  }
+  trap stop EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  ! root || chown postgres: "$tmp"
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  as_server_user "$bin/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync \
+    >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; exit 1; }
+  # A running test holds up to about 7 connections (its sqlx::test pool and
+  # its binaries' pools; 13 measured with two at once) and cargo runs a test a
+  # core at once: 300 serves 40 cores. fsync=off: nothing here outlives the run.
+  as_server_user "$bin/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -s start \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $tmp -c max_connections=300 -c fsync=off" ||
+    { cat "$tmp/server.log" >&2; exit 1; }
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "scripts/test.sh: a throwaway PostgreSQL in $tmp at $DATABASE_URL (set DATABASE_URL to use your own)"
+fi
+
+# --workspace would override the packages an argument names (-p, --package).
+workspace=--workspace
+for arg in "$@"; do
+  case "$arg" in
+    --) break ;;
+    -p | -p?* | --package | --package=*) workspace= ;;
+  esac
+done
+cargo test ${workspace:+"$workspace"} --locked "$@"
