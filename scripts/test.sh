@@ -9,7 +9,8 @@
 #   here from the installed binaries (127.0.0.1, a free port, trusted superuser
 #   postgres), stopped and deleted when this script exits, however it exits;
 # - the pinned docker-compose that the compose-environment tests run
-#   (.ci/tools/.venv), installed when missing.
+#   (.ci/tools/.venv, with the other deployment linters CI pins), installed
+#   when missing.
 # What it cannot install it names in one line, and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +37,11 @@ fi
 
 if [ ! -x "$venv/bin/pip" ]; then
   echo "scripts/test.sh: installing the pinned docker-compose into $venv"
-  python3 -m venv "$venv"
+  python3 -m venv "$venv" || missing "python3 -m venv failed: install python3-venv"
 fi
 # Quick, and offline, when the pins are installed already.
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r .ci/tools/requirements.txt
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r .ci/tools/requirements.txt ||
+  missing "cannot install .ci/tools/requirements.txt from PyPI: check the network or proxy (pip's error above)"
 
 if [ -z "${DATABASE_URL:-}" ]; then
   tmp="$(mktemp -d)"
@@ -56,7 +58,7 @@ if [ -z "${DATABASE_URL:-}" ]; then
   trap 'exit 143' TERM
   ! root || chown postgres: "$tmp"
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  as_server_user "$bin/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync \
+  as_server_user "$bin/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync \
     >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; exit 1; }
   # A running test holds up to about 7 connections (its sqlx::test pool and
   # its binaries' pools; 13 measured with two at once) and cargo runs a test a

@@ -90,7 +90,7 @@ async fn a_valid_incoming_trace_context_is_continued_and_an_invalid_one_is_not(p
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
     ];
-    // 16 KB: 32 members of 500 characters, which the SDK alone would keep.
+    // 8 KB: 32 members of 254 characters, which the SDK alone would keep.
     let members = (0..32).map(|i| format!("k{i:02}={}", "x".repeat(250)));
     let hostile: Vec<String> = std::iter::once("vendor=abc".to_owned())
         .chain(members)

@@ -44,17 +44,16 @@ impl BatchProcessor<'_> {
         // One link per order, to the receive-order span that stored its context.
         let orders = claim.orders.iter();
         let links = Links::to(orders.map(|order| (order.id, order.source_trace.as_ref())));
-        let unlinked: Vec<Uuid> = links.unlinked().copied().collect();
         let given = links.selected(self.settings.link_selection);
         let unsampled = matches!(self.settings.link_selection, LinkSelection::Sampled)
             .then(|| links.all().count() - given.len());
-        let span = process_batch_span(claim.orders.len(), unlinked.len(), unsampled);
+        let span = process_batch_span(claim.orders.len(), links.unlinked().count(), unsampled);
         // The root of a new trace, with its links from its creation on.
         start_with_links(&span, Context::new(), given);
 
         let batch = span.context();
         let result = self
-            .reconcile_and_mark(claim, &links, &unlinked, &batch)
+            .reconcile_and_mark(claim, &links, &batch)
             .instrument(span.clone())
             .await;
         report::record_batch(&span, self.metrics, claim.orders.len(), claimed, &result);
@@ -67,16 +66,20 @@ impl BatchProcessor<'_> {
         &self,
         claim: &Claim,
         links: &Links<Uuid>,
-        unlinked: &[Uuid],
         batch: &Context,
     ) -> Result<BatchReport, StoreError> {
         tracing::info!(batch.size = claim.orders.len(), claim = %claim.token, "processing a batch");
-        warn_unlinked(unlinked);
+        let unlinked: Vec<Uuid> = links.unlinked().copied().collect();
+        warn_unlinked(&unlinked);
+        // Links come in the order of the items they were made from.
         let outcomes: Vec<(Uuid, Outcome)> = claim
             .orders
             .iter()
             .zip(links.by_item())
-            .map(|(order, (_, link))| (order.id, self.reconcile_order(order, batch, link)))
+            .map(|(order, (id, link))| {
+                debug_assert_eq!(*id, order.id);
+                (order.id, self.reconcile_order(order, batch, link))
+            })
             .collect();
         let batch_span = batch_span_of(batch);
         let finished =

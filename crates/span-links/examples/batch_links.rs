@@ -22,6 +22,8 @@ use span_links::{start_with_links, with_link_limit};
 use tracing_subscriber::layer::SubscriberExt;
 
 const REQUESTS: u32 = 3;
+/// The most jobs one batch takes: one link each.
+const BATCH_MAX_SIZE: u32 = 1000;
 
 /// A row of the jobs table: the work, and the context of the span that
 /// handed it over (`traceparent`, `tracestate` columns in a database).
@@ -32,7 +34,7 @@ struct Job {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let ratio = ratio_from_args()?;
-    let provider = with_link_limit(SdkTracerProvider::builder(), REQUESTS)
+    let provider = with_link_limit(SdkTracerProvider::builder(), BATCH_MAX_SIZE)
         .with_sampler(LinkSampler::new(ratio))
         .with_batch_exporter(opentelemetry_stdout::SpanExporter::default())
         .with_resource(Resource::builder().with_service_name("batch-links").build())

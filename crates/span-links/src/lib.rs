@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -11,7 +12,7 @@ use opentelemetry_sdk::trace::TracerProviderBuilder;
 use tracing_opentelemetry::{OpenTelemetrySpanExt, SetParentError};
 
 mod sampling;
-pub use sampling::{LINKS_SAMPLER, LinkSampler, LinkSelection};
+pub use sampling::{LinkSampler, LinkSelection};
 
 /// The link attribute naming the work item a link was made for (the
 /// OpenTelemetry messaging conventions put per-message values on links).
@@ -41,6 +42,8 @@ pub const SDK_LINK_LIMIT: u32 = 128;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredContext {
+    /// `00-<trace id>-<span id>-<flags>`: the span to link to, and whether
+    /// it was sampled.
     pub traceparent: String,
     /// `None` when the span carried no trace state.
     pub tracestate: Option<String>,
@@ -313,12 +316,33 @@ pub fn start_with_links<'a>(
 ///    `dropped_links_count`.
 ///
 /// ```
-/// use opentelemetry_sdk::trace::SdkTracerProvider;
-/// use span_links::with_link_limit;
+/// use opentelemetry::Context;
+/// use opentelemetry::trace::TracerProvider as _;
+/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+/// use span_links::{Links, StoredContext, start_with_links, with_link_limit};
+/// use tracing_subscriber::layer::SubscriberExt;
 ///
 /// const BATCH_MAX_SIZE: u32 = 1000;
-/// let provider = with_link_limit(SdkTracerProvider::builder(), BATCH_MAX_SIZE).build();
-/// # drop(provider);
+/// let exporter = InMemorySpanExporter::default();
+/// let provider = with_link_limit(SdkTracerProvider::builder(), BATCH_MAX_SIZE)
+///     .with_simple_exporter(exporter.clone())
+///     .build();
+/// let stored: Vec<StoredContext> = (1..=BATCH_MAX_SIZE)
+///     .map(|job| StoredContext {
+///         traceparent: format!("00-{:032x}-{:016x}-01", job, job),
+///         tracestate: None,
+///     })
+///     .collect();
+/// let links = Links::to(stored.iter().enumerate().map(|(job, context)| (job, Some(context))));
+/// let subscriber = tracing_subscriber::registry()
+///     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("batch")));
+/// tracing::subscriber::with_default(subscriber, || {
+///     let batch = tracing::info_span!("process-batch");
+///     start_with_links(&batch, Context::new(), links.all());
+///     batch.in_scope(|| {});
+/// });
+/// let spans = exporter.get_finished_spans().unwrap();
+/// assert_eq!(spans[0].links.len(), 1000, "the SDK's default keeps 128");
 /// ```
 #[must_use]
 pub fn with_link_limit(

@@ -15,9 +15,6 @@ use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
 
-/// The name `OTEL_TRACES_SAMPLER` gives [`LinkSampler`].
-pub const LINKS_SAMPLER: &str = "links";
-
 /// Decides by a span's links, at its creation:
 ///
 /// | the span has | it is |

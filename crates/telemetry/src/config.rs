@@ -8,7 +8,6 @@ use std::env;
 use std::time::Duration;
 
 use opentelemetry_sdk::trace::Sampler;
-use span_links::LINKS_SAMPLER;
 use tracing_subscriber::EnvFilter;
 
 /// Every environment variable a service's telemetry honours: the ones this
@@ -171,6 +170,10 @@ pub struct TelemetryConfig {
 
 /// The environment: a variable's value, trimmed, when it is set and not empty.
 type Variables<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The `OTEL_TRACES_SAMPLER` value for [`span_links::LinkSampler`]: this
+/// project's name, not one the SDK knows.
+const LINKS_SAMPLER: &str = "links";
 
 /// The samplers `OTEL_TRACES_SAMPLER` may name (the specification's, as this
 /// SDK implements them, and `links`), and those that take
