@@ -24,6 +24,7 @@ root() { [ "$(id -u)" = 0 ]; }
 
 command -v cargo >/dev/null || missing "cargo is missing: install Rust (https://rustup.rs)"
 command -v python3 >/dev/null || missing "python3 is missing: install python3 and python3-venv"
+command -v kubectl >/dev/null || missing "kubectl is missing: install kubectl 1.32 (the tests render kubernetes/ with its kustomize; https://kubernetes.io/docs/tasks/tools/)"
 [ -x "$venv/bin/pip" ] || python3 -c 'import ensurepip' 2>/dev/null ||
   missing "python3 cannot create a virtual environment: install python3-venv"
 if [ -z "${DATABASE_URL:-}" ]; then
