@@ -14,8 +14,8 @@ use clap::CommandFactory as _;
 use common::{TestApp, assert_error, order_spans, sample_order};
 use orders_test_support::{
     OtlpReceiver, Process, Silent, WAIT, assert_reads_every_variable, body, compose_environment,
-    database_url, free_port, hex, otel_env, repository_root, string, unreachable_databases,
-    wait_until,
+    database_url, free_port, hex, kubernetes_container, otel_env, pairs, point_at_test, relocate,
+    repository_root, string, unreachable_databases, wait_until,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -264,58 +264,76 @@ async fn configuration_errors_exit_2_and_an_unreachable_database_1(pool: PgPool)
     }
 }
 
-/// `env[name]`, which must hold `compose_value` (an address in the compose
-/// network), becomes `here` (where the same thing listens in this test).
-fn relocate(env: &mut BTreeMap<String, String>, name: &str, compose_value: &str, here: String) {
-    let value = env
-        .get_mut(name)
-        .unwrap_or_else(|| panic!("compose gives no {name}"));
-    assert!(value.contains(compose_value), "{name}={value}");
-    *value = here;
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn runs_with_the_environment_compose_gives_it_and_serves_the_demo_script(pool: PgPool) {
-    let mut env = compose_environment("orders-api", &[]);
+/// The binary with a deployment's `env` (every variable one it reads),
+/// pointed at this test's database and a receiver, on a port of its own where
+/// the deployment has it listen at `listens_at`; answering at `ready_path`.
+async fn start_as_deployed(
+    given_to: &str,
+    mut env: BTreeMap<String, String>,
+    listens_at: &str,
+    ready_path: &str,
+    pool: &PgPool,
+) -> (Process, TestApp, OtlpReceiver) {
     assert_reads_every_variable(
-        "orders-api",
+        given_to,
         &orders_api::Config::command(),
         orders_telemetry::ENVIRONMENT_VARIABLES,
         &env,
     );
     let receiver = OtlpReceiver::start().await;
+    point_at_test(&mut env, pool, &receiver);
     let port = free_port();
     relocate(
         &mut env,
-        "DATABASE_URL",
-        "@postgres:5432/",
-        database_url(&pool),
-    );
-    relocate(
-        &mut env,
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "otel-collector:4317",
-        receiver.endpoint("grpc"),
-    );
-    relocate(
-        &mut env,
         "LISTEN_ADDR",
-        "0.0.0.0:3000",
+        listens_at,
         format!("127.0.0.1:{port}"),
     );
-    let pairs: Vec<(&str, String)> = env
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.clone()))
-        .collect();
-    let url = format!("http://127.0.0.1:{port}");
-    let api = Process::spawn(binary(), &[], &pairs)
-        .serving(&format!("{url}/readyz"))
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+    };
+    let api = Process::spawn(binary(), &[], &pairs(&env))
+        .serving(&app.url(ready_path))
         .await;
+    (api, app, receiver)
+}
 
+/// SIGTERM: exit 0, every order's spans exported as the deployment's
+/// `orders-api` in `environment`.
+async fn stops_having_exported_as(
+    api: Process,
+    pool: &PgPool,
+    receiver: &OtlpReceiver,
+    environment: &str,
+) {
+    api.sigterm();
+    api.wait(WAIT).await.assert_code(0);
+    let spans = receiver.spans();
+    for receive in order_spans(pool, &spans).await {
+        assert_eq!(receive.service, "orders-api");
+        assert_eq!(
+            string(&receive.resource, "deployment.environment.name"),
+            Some(environment)
+        );
+    }
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn runs_with_the_environment_compose_gives_it_and_serves_the_demo_script(pool: PgPool) {
+    let env = compose_environment("orders-api", &[]);
+    let (api, app, receiver) = start_as_deployed(
+        "compose's orders-api",
+        env,
+        "0.0.0.0:3000",
+        "/readyz",
+        &pool,
+    )
+    .await;
     let posted = Process::spawn(
         repository_root().join("scripts/post-orders.sh"),
         &["5"],
-        &[("ORDERS_API_URL", url)],
+        &[("ORDERS_API_URL", app.address)],
     )
     .wait(WAIT)
     .await;
@@ -327,14 +345,34 @@ async fn runs_with_the_environment_compose_gives_it_and_serves_the_demo_script(p
         .collect();
     assert_eq!(orders.len(), 5, "{posted}");
     assert!(orders.iter().all(|order| order["status"] == "pending"));
-    api.sigterm();
-    api.wait(WAIT).await.assert_code(0);
-    let spans = receiver.spans();
-    for receive in order_spans(&pool, &spans).await {
-        assert_eq!(receive.service, "orders-api");
-        assert_eq!(
-            string(&receive.resource, "deployment.environment.name"),
-            Some("compose")
-        );
+    stops_having_exported_as(api, &pool, &receiver, "compose").await;
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn runs_with_the_environment_kubernetes_gives_it_and_answers_its_probes(pool: PgPool) {
+    // The laptop overlay renders every Secret the Deployment reads.
+    let container =
+        kubernetes_container("kubernetes/laptop", "Deployment/orders-api", "orders-api");
+    // The image's entrypoint, with no arguments, as compose runs it.
+    assert!(
+        container.command.is_empty() && container.args.is_empty(),
+        "{container:?}"
+    );
+    let (ready, alive) = (container.readiness.unwrap(), container.liveness.unwrap());
+    assert_eq!(ready.port, alive.port);
+    // Where the probes knock, on every interface: the kubelet's is the pod's IP.
+    let listens_at = format!("0.0.0.0:{}", ready.port);
+    let (api, app, receiver) = start_as_deployed(
+        "orders-api in kubernetes/laptop",
+        container.environment,
+        &listens_at,
+        &ready.path,
+        &pool,
+    )
+    .await;
+    for probe in [&ready, &alive] {
+        assert_eq!(app.get(&probe.path).await.status(), 200, "{probe:?}");
     }
+    assert_eq!(app.post(&sample_order()).await.status(), 201);
+    stops_having_exported_as(api, &pool, &receiver, "kubernetes").await;
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory as _;
@@ -20,7 +21,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use orders_test_support::{Exited, OtlpReceiver, Process, ReceivedSpan, Silent, WAIT};
 use orders_test_support::{assert_reads_every_variable, body, compose_environment, database_url};
 use orders_test_support::{
-    free_port, hex, named, otel_env, string, unreachable_databases, wait_until,
+    free_port, hex, kubernetes_container, named, otel_env, pairs, point_at_test, string,
+    unreachable_databases, wait_until,
 };
 use sqlx::PgPool;
 
@@ -500,57 +502,89 @@ async fn sigterm_during_start_up_exits_0() {
     }
 }
 
+/// A deployment's `env` (every variable one it reads), pointed at this
+/// test's database and `receiver`.
+fn as_deployed(
+    given_to: &str,
+    mut env: BTreeMap<String, String>,
+    pool: &PgPool,
+    receiver: &OtlpReceiver,
+) -> BTreeMap<String, String> {
+    assert_reads_every_variable(
+        given_to,
+        &orders_batch::Config::command(),
+        orders_telemetry::ENVIRONMENT_VARIABLES,
+        &env,
+    );
+    point_at_test(&mut env, pool, receiver);
+    env
+}
+
+/// Each of the `orders` is linked from a process-batch span exported as the
+/// deployment's `orders-batch` in `environment`.
+async fn check_linked_as(pool: &PgPool, receiver: &OtlpReceiver, orders: usize, environment: &str) {
+    let spans = receiver
+        .wait_for_spans(WAIT, |spans| named(spans, "reconcile").len() >= orders)
+        .await;
+    let batches = named(&spans, "process-batch");
+    assert_eq!(
+        batch_of_each_order(&batches, &stored_targets(pool).await).len(),
+        orders
+    );
+    for batch in batches {
+        let environment_name = string(&batch.resource, "deployment.environment.name");
+        assert_eq!(
+            (batch.service.as_str(), environment_name),
+            ("orders-batch", Some(environment))
+        );
+    }
+}
+
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn runs_with_the_environment_compose_gives_it_on_a_schedule_from_the_shell(pool: PgPool) {
     assert_eq!(
         compose_environment("orders-batch", &[])["BATCH_SCHEDULE"],
         "0 0 * * * *"
     );
-    let mut env = compose_environment("orders-batch", &[("BATCH_SCHEDULE", "* * * * * *")]);
-    assert_reads_every_variable(
-        "orders-batch",
-        &orders_batch::Config::command(),
-        orders_telemetry::ENVIRONMENT_VARIABLES,
-        &env,
-    );
-    // Where compose's services listen, here.
+    let env = compose_environment("orders-batch", &[("BATCH_SCHEDULE", "* * * * * *")]);
     let receiver = OtlpReceiver::start().await;
-    for (name, compose, here) in [
-        ("DATABASE_URL", "@postgres:5432/", database_url(&pool)),
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "otel-collector:4317",
-            receiver.endpoint("grpc"),
-        ),
-    ] {
-        assert!(env[name].contains(compose), "{name}={}", env[name]);
-        env.insert(name.to_owned(), here);
-    }
+    let env = as_deployed("compose's orders-batch", env, &pool, &receiver);
     seed_orders(&pool, 12).await;
-    let pairs: Vec<(&str, String)> = env
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.clone()))
-        .collect();
-    let scheduled = Process::spawn(binary(), &[], &pairs);
+    let scheduled = Process::spawn(binary(), &[], &pairs(&env));
     wait_until(WAIT, "orders processed on a tick", || async {
         count_status(&pool, "processed").await == 12
     })
     .await;
     scheduled.sigterm();
     scheduled.wait(WAIT).await.assert_code(0);
-    let spans = receiver
-        .wait_for_spans(WAIT, |spans| named(spans, "reconcile").len() >= 12)
-        .await;
-    let batches = named(&spans, "process-batch");
-    assert_eq!(
-        batch_of_each_order(&batches, &stored_targets(&pool).await).len(),
-        12
+    check_linked_as(&pool, &receiver, 12, "compose").await;
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn runs_as_its_cronjob_runs_it(pool: PgPool) {
+    // The laptop overlay renders every Secret the CronJob reads.
+    let container =
+        kubernetes_container("kubernetes/laptop", "CronJob/orders-batch", "orders-batch");
+    assert!(
+        container.command.is_empty(),
+        "the image's entrypoint: {container:?}"
     );
-    for batch in batches {
-        let environment = string(&batch.resource, "deployment.environment.name");
-        assert_eq!(
-            (batch.service.as_str(), environment),
-            ("orders-batch", Some("compose"))
-        );
-    }
+    assert_eq!(container.args, ["--once"]);
+    let receiver = OtlpReceiver::start().await;
+    let env = as_deployed(
+        "orders-batch in kubernetes/laptop",
+        container.environment,
+        &pool,
+        &receiver,
+    );
+    seed_orders(&pool, 12).await;
+    let args: Vec<&str> = container.args.iter().map(String::as_str).collect();
+    let run = Process::spawn(binary(), &args, &pairs(&env))
+        .wait(WAIT)
+        .await;
+    run.assert_code(0);
+    let done = "processed=12 failed=0 retrying=0 batches=1 failed_batches=0 unlinked=0 requeued=0 released=0";
+    assert_eq!(summary(&run), done);
+    assert_eq!(count_status(&pool, "processed").await, 12);
+    check_linked_as(&pool, &receiver, 12, "kubernetes").await;
 }

@@ -3,36 +3,9 @@
 //! (`.ci/tools/`), never a re-implementation of its merging and interpolation.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 
-/// The repository's top directory, where `docker-compose.yml` lives.
-#[must_use]
-pub fn repository_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-/// Checks that `service` reads every variable in `environment`: its
-/// `command`'s, or one of `also`.
-pub fn assert_reads_every_variable(
-    service: &str,
-    command: &clap::Command,
-    also: &[&str],
-    environment: &BTreeMap<String, String>,
-) {
-    let own = command
-        .get_arguments()
-        .filter_map(|arg| arg.get_env()?.to_str());
-    let reads: Vec<&str> = own.chain(also.iter().copied()).collect();
-    let unread: Vec<&String> = environment
-        .keys()
-        .filter(|name| !reads.contains(&name.as_str()))
-        .collect();
-    assert!(
-        unread.is_empty(),
-        "compose gives {service} {unread:?}, which it never reads"
-    );
-}
+use crate::{INSTALL_PINNED_TOOLS, pinned_python, repository_root, stdout_of};
 
 /// The environment of `service` when `docker compose up` runs in the
 /// repository with `shell` set (on top of `.env`, as Compose reads it).
@@ -41,16 +14,15 @@ pub fn compose_environment(service: &str, shell: &[(&str, &str)]) -> BTreeMap<St
     let root = repository_root();
     // The Compose binary itself, found as .ci/run finds it: PyPI's
     // docker-compose wrapper drops its exit code.
-    let python = root.join(".ci/tools/.venv/bin/python");
     let find =
         "import compose, pathlib; print(pathlib.Path(compose.__file__).parent / 'docker-compose')";
-    let found = Command::new(&python).args(["-c", find]).output();
+    let found = Command::new(pinned_python()).args(["-c", find]).output();
     let tool = found
         .ok()
         .filter(|found| found.status.success())
         .map(|found| String::from_utf8_lossy(&found.stdout).trim().to_owned());
     let tool = tool.unwrap_or_else(|| {
-        panic!("the pinned docker-compose is missing; install it: python3 -m venv .ci/tools/.venv && .ci/tools/.venv/bin/pip install -r .ci/tools/requirements.txt")
+        panic!("the pinned docker-compose is missing; install it: {INSTALL_PINNED_TOOLS}")
     });
     let output = Command::new(&tool)
         .args(["config", "--format", "json"])
@@ -58,14 +30,9 @@ pub fn compose_environment(service: &str, shell: &[(&str, &str)]) -> BTreeMap<St
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(shell.iter().copied())
-        .output()
-        .unwrap_or_else(|error| panic!("{tool}: {error}"));
-    assert!(
-        output.status.success(),
-        "docker-compose config: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let model: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .output();
+    let output = stdout_of("docker-compose config", output);
+    let model: serde_json::Value = serde_json::from_slice(&output)
         .unwrap_or_else(|error| panic!("docker-compose config: {error}"));
     let environment = model["services"][service]["environment"]
         .as_object()

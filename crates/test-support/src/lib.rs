@@ -1,13 +1,15 @@
 //! What the services' tests share: a real OTLP receiver, the binaries run as
-//! processes, the environment `docker-compose.yml` gives them as Compose
-//! itself reads it, and the settings that point a binary at a test's
-//! database and receiver. Test-only: a dev-dependency, never a dependency of
-//! the services.
+//! processes, the environment `docker-compose.yml` and `kubernetes/` give
+//! them as Compose and kustomize themselves read them, and the settings that
+//! point a binary at a test's database and receiver. Test-only: a
+//! dev-dependency, never a dependency of the services.
 
 mod compose;
+mod kubernetes;
 mod otlp;
 mod process;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,9 +20,103 @@ use sqlx::{ConnectOptions as _, PgPool};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use compose::{assert_reads_every_variable, compose_environment, repository_root};
+pub use compose::compose_environment;
+pub use kubernetes::{Container, HttpProbe, kubernetes_container};
 pub use otlp::{OtlpReceiver, ReceivedSpan, body, hex, named, string};
 pub use process::{Exited, Process, WAIT};
+
+/// The repository's top directory, where `docker-compose.yml` lives.
+#[must_use]
+pub fn repository_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The Python of the tools CI pins (`.ci/tools/requirements.txt`).
+fn pinned_python() -> PathBuf {
+    repository_root().join(".ci/tools/.venv/bin/python")
+}
+
+/// How to install the tools CI pins.
+const INSTALL_PINNED_TOOLS: &str = "python3 -m venv .ci/tools/.venv && .ci/tools/.venv/bin/pip install -r .ci/tools/requirements.txt";
+
+/// What a tool printed, once it ran and succeeded; else fails with what it
+/// wrote on stderr, `what` naming it.
+fn stdout_of(what: &str, run: std::io::Result<std::process::Output>) -> Vec<u8> {
+    let output = run.unwrap_or_else(|error| panic!("{what}: {error}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Checks that a service reads every variable in `environment`: its
+/// `command`'s, or one of `also`. `given_to` names the service, and what
+/// gives it the environment, for the message.
+pub fn assert_reads_every_variable(
+    given_to: &str,
+    command: &clap::Command,
+    also: &[&str],
+    environment: &BTreeMap<String, String>,
+) {
+    let own = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env()?.to_str());
+    let reads: Vec<&str> = own.chain(also.iter().copied()).collect();
+    let unread: Vec<&String> = environment
+        .keys()
+        .filter(|name| !reads.contains(&name.as_str()))
+        .collect();
+    assert!(
+        unread.is_empty(),
+        "{given_to} is given {unread:?}, which it never reads"
+    );
+}
+
+/// `environment[name]`, which must hold `there` (an address where a
+/// deployment runs the service), becomes `here` (where the same thing
+/// listens in this test).
+pub fn relocate(environment: &mut BTreeMap<String, String>, name: &str, there: &str, here: String) {
+    let value = environment
+        .get_mut(name)
+        .unwrap_or_else(|| panic!("no {name} is given"));
+    assert!(value.contains(there), "{name}={value}, not {there}");
+    *value = here;
+}
+
+/// A deployment's `environment` (compose's or Kubernetes'), pointed from its
+/// PostgreSQL and collector (`postgres:5432`, `otel-collector:4317`, over
+/// gRPC, in both) at this test's database and `receiver`.
+pub fn point_at_test(
+    environment: &mut BTreeMap<String, String>,
+    pool: &PgPool,
+    receiver: &OtlpReceiver,
+) {
+    relocate(
+        environment,
+        "DATABASE_URL",
+        "@postgres:5432/",
+        database_url(pool),
+    );
+    relocate(
+        environment,
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http://otel-collector:4317",
+        receiver.endpoint("grpc"),
+    );
+    let protocol = environment.get("OTEL_EXPORTER_OTLP_PROTOCOL");
+    assert_eq!(protocol.map(String::as_str), Some("grpc"));
+}
+
+/// `environment` as [`Process::spawn`] takes it.
+#[must_use]
+pub fn pairs(environment: &BTreeMap<String, String>) -> Vec<(&str, String)> {
+    environment
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect()
+}
 
 /// The binary under test: the build the environment variable `variable`
 /// names (CI: the release build, the one compose runs), else `cargo_built`,

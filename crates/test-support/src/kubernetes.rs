@@ -1,0 +1,246 @@
+//! A container of `kubernetes/` as Kubernetes runs it: the overlay rendered
+//! by the real `kubectl kustomize` (never a re-implementation of its
+//! generators, hashed names and patches), then the container's environment
+//! resolved from the rendered Secrets and `ConfigMap`s as the kubelet resolves it.
+//! The YAML is read by the pinned tools' Python (`PyYAML`, `.ci/tools/`, which
+//! the compose tests need already) into JSON, Secrets' base64 decoded by its
+//! standard library: no YAML or base64 crate enters the lock for one helper.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::{INSTALL_PINNED_TOOLS, pinned_python, repository_root, stdout_of};
+
+/// Multi-document YAML on stdin to a JSON list; each Secret's `data` decoded.
+const TO_JSON: &str = r#"
+import base64, json, sys, yaml
+objects = [o for o in yaml.safe_load_all(sys.stdin) if o]
+for secret in (o for o in objects if o["kind"] == "Secret"):
+    secret["data"] = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+json.dump(objects, sys.stdout)
+"#;
+
+/// A container as its pod runs it.
+#[derive(Debug)]
+pub struct Container {
+    /// In place of the image's entrypoint; empty: the image's.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    /// `envFrom`, then `env` over it, every reference resolved.
+    pub environment: BTreeMap<String, String>,
+    pub readiness: Option<HttpProbe>,
+    pub liveness: Option<HttpProbe>,
+}
+
+/// An `httpGet` probe: its path, and its port as the number it names.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HttpProbe {
+    pub path: String,
+    pub port: u16,
+}
+
+/// `container` of `workload` (`Kind/name`, such as `CronJob/orders-batch`) as
+/// `kubectl kustomize <overlay>` renders it, `overlay` relative to the
+/// repository. A Secret or `ConfigMap` it needs and the overlay does not render
+/// (one the user creates in the cluster) fails the test, naming it.
+#[must_use]
+pub fn kubernetes_container(overlay: &str, workload: &str, container: &str) -> Container {
+    let objects = render(overlay);
+    let (kind, name) = workload
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{workload}: not Kind/name"));
+    let found = objects
+        .iter()
+        .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{overlay} renders no {workload}"));
+    // A CronJob's pod template is in its Job's.
+    let spec = if kind == "CronJob" {
+        &found["spec"]["jobTemplate"]["spec"]
+    } else {
+        &found["spec"]
+    };
+    let spec = list(&spec["template"]["spec"]["containers"])
+        .find(|each| each["name"] == container)
+        .unwrap_or_else(|| panic!("{overlay}'s {workload} has no container {container}"));
+    let resolver = Resolver {
+        overlay,
+        objects: &objects,
+        namespace: &found["metadata"]["namespace"],
+    };
+    let probe = |probe: &str| http_probe(spec, probe);
+    Container {
+        command: list(&spec["command"]).map(text).collect(),
+        args: list(&spec["args"]).map(text).collect(),
+        environment: resolver.environment(spec),
+        readiness: probe("readinessProbe"),
+        liveness: probe("livenessProbe"),
+    }
+}
+
+/// Every object `kubectl kustomize <overlay>` renders.
+fn render(overlay: &str) -> Vec<Value> {
+    let mut kubectl = Command::new("kubectl")
+        .args(["kustomize", overlay])
+        .current_dir(repository_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| match error.kind() {
+            ErrorKind::NotFound => panic!(
+                "kubectl is missing: install kubectl 1.32 (https://kubernetes.io/docs/tasks/tools/)"
+            ),
+            _ => panic!("kubectl: {error}"),
+        });
+    let yaml = kubectl
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("kubectl's stdout"));
+    let json = Command::new(pinned_python())
+        .args(["-c", TO_JSON])
+        .stdin(yaml)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("the pinned tools' Python: {error}; install it: {INSTALL_PINNED_TOOLS}")
+        });
+    // kubectl first: PyYAML reads a failed render as no objects.
+    let rendering = format!("kubectl kustomize {overlay}");
+    stdout_of(&rendering, kubectl.wait_with_output());
+    let reading = format!("{rendering}, read by PyYAML");
+    let json = stdout_of(&reading, Ok(json));
+    serde_json::from_slice(&json).unwrap_or_else(|error| panic!("{reading}: {error}"))
+}
+
+/// Where a container's references are looked up: the objects rendered with
+/// it, in its namespace.
+struct Resolver<'a> {
+    overlay: &'a str,
+    objects: &'a [Value],
+    namespace: &'a Value,
+}
+
+/// A reference to a `ConfigMap` or a Secret: `configMapKeyRef`, `secretRef`…
+struct Reference<'a> {
+    kind: &'static str,
+    name: String,
+    fields: &'a Value,
+}
+
+impl Resolver<'_> {
+    /// As the kubelet sets it: each `envFrom` source in order, then `env`,
+    /// a later definition replacing an earlier one.
+    fn environment(&self, container: &Value) -> BTreeMap<String, String> {
+        let mut environment = BTreeMap::new();
+        for source in list(&container["envFrom"]) {
+            let prefix = source["prefix"].as_str().unwrap_or_default();
+            let reference = reference(source, "configMapRef", "secretRef");
+            for (key, value) in self.keys(&reference, "its envFrom").unwrap_or_default() {
+                environment.insert(format!("{prefix}{key}"), value);
+            }
+        }
+        for variable in list(&container["env"]) {
+            let name = text(&variable["name"]);
+            let from = &variable["valueFrom"];
+            let value = if from.is_null() {
+                let value = variable["value"].as_str().unwrap_or_default();
+                // Kubernetes would expand it; nothing here does.
+                assert!(
+                    !value.contains("$("),
+                    "{name}={value}: $(VAR) is not expanded here"
+                );
+                Some(value.to_owned())
+            } else {
+                self.key(&reference(from, "configMapKeyRef", "secretKeyRef"), &name)
+            };
+            if let Some(value) = value {
+                environment.insert(name, value);
+            }
+        }
+        environment
+    }
+
+    /// The value of the key `reference` names, for `variable`; none where it
+    /// is optional and missing.
+    fn key(&self, reference: &Reference, variable: &str) -> Option<String> {
+        let key = text(&reference.fields["key"]);
+        let value = self.keys(reference, variable)?.remove(&key);
+        let Reference { kind, name, fields } = reference;
+        assert!(
+            value.is_some() || optional(fields),
+            "{kind} {name} has no key {key}, which {variable} needs"
+        );
+        value
+    }
+
+    /// The keys and values of the object `reference` names, or none where it
+    /// is optional and not rendered; `needed_by` for the message.
+    fn keys(&self, reference: &Reference, needed_by: &str) -> Option<BTreeMap<String, String>> {
+        let Reference { kind, name, fields } = reference;
+        let Some(found) = self.objects.iter().find(|object| {
+            object["kind"] == *kind
+                && object["metadata"]["name"] == *name
+                && object["metadata"]["namespace"] == *self.namespace
+        }) else {
+            assert!(
+                optional(fields),
+                "{} renders no {kind} {name}, which {needed_by} needs: the cluster's, created by hand; test an overlay that generates it",
+                self.overlay
+            );
+            return None;
+        };
+        // The API server stores `stringData` over `data`.
+        let data = entries(&found["data"]).chain(entries(&found["stringData"]));
+        Some(
+            data.map(|(key, value)| (key.clone(), text(value)))
+                .collect(),
+        )
+    }
+}
+
+/// The reference `holder` makes through its field `config_map` or `secret`.
+fn reference<'a>(holder: &'a Value, config_map: &str, secret: &str) -> Reference<'a> {
+    let (kind, fields) = match (&holder[config_map], &holder[secret]) {
+        (fields @ Value::Object(_), _) => ("ConfigMap", fields),
+        (_, fields @ Value::Object(_)) => ("Secret", fields),
+        _ => panic!("{holder}: only ConfigMaps and Secrets are resolved here"),
+    };
+    let name = text(&fields["name"]);
+    Reference { kind, name, fields }
+}
+
+fn optional(reference: &Value) -> bool {
+    reference["optional"] == true
+}
+
+/// `container`'s `probe`, if it is an `httpGet`; a named port resolved to its
+/// `containerPort`.
+fn http_probe(container: &Value, probe: &str) -> Option<HttpProbe> {
+    let get = container[probe].get("httpGet")?;
+    // A number, or the name of one of the container's ports.
+    let named = list(&container["ports"]).find(|port| port["name"] == get["port"]);
+    let port = named.map_or(&get["port"], |port| &port["containerPort"]);
+    let port = port
+        .as_u64()
+        .and_then(|port| u16::try_from(port).ok())
+        .unwrap_or_else(|| panic!("{probe}: port {port}, not a port of the container"));
+    let path = get["path"].as_str().unwrap_or("/").to_owned();
+    Some(HttpProbe { path, port })
+}
+
+fn list(value: &Value) -> impl Iterator<Item = &Value> {
+    value.as_array().into_iter().flatten()
+}
+
+fn entries(value: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    value.as_object().into_iter().flatten()
+}
+
+/// A string, as Kubernetes requires names and values to be.
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value}: not a string"))
+        .to_owned()
+}
