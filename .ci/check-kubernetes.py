@@ -9,7 +9,10 @@ capabilities or a writable root filesystem; images tagged, never `latest`;
 probes and Services on ports their containers declare; the ConfigMaps pods
 read present in the render; the collector running the repository's
 otel-collector.yaml from the path its --config reads, given every ${env:...}
-it uses; orders-api probed on the routes it serves, on the port it listens on.
+it uses, and the services' OTLP endpoint reaching its gRPC receiver; orders-api
+probed on the routes it serves, on the port it listens on; the decisions the
+manifests explain (the HPA alone sets the API's replicas, exit 2 fails the
+batch's Job at once).
 What only a cluster proves (the images running read-only, volumes binding,
 the HPA's metrics) is not checked here.
 
@@ -168,17 +171,39 @@ for render, text in renders.items():
             missing = set(re.findall(r"\$\{env:(\w+)", mounted)) - env_names(container, by_name)
             check(not missing, f"{render}: the collector's configuration reads {sorted(missing)}, which its container is not given")
 
-    # orders-api: probed on app.rs's routes (/readyz: the database answers; /healthz: the process serves), on LISTEN_ADDR's port.
     api = by_name.get(("Deployment", "orders-api"))
+    # The services export where the collector receives: gRPC, through its Service, to the receiver's port 4317.
+    api_sources = [e["configMapRef"]["name"] for c in dig(api or {}, "spec.template.spec.containers") or [] for e in c.get("envFrom", []) if "configMapRef" in e]
+    telemetry = {k: v for name in api_sources for k, v in (dig(by_name.get(("ConfigMap", name), {}), "data") or {}).items()}
+    collector_service = by_name.get(("Service", "otel-collector"), {})
+    grpc_target = next((p.get("targetPort") for p in dig(collector_service, "spec.ports") or []
+                        if telemetry.get("OTEL_EXPORTER_OTLP_ENDPOINT") == f"http://otel-collector:{p['port']}"), None)
+    receiver_port = collector and next((p["containerPort"] for c in dig(collector, "spec.template.spec.containers")
+                                        for p in c.get("ports", []) if grpc_target in (p.get("name"), p["containerPort"])), None)
+    check(telemetry.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc" and receiver_port == 4317,
+          f"{render}: orders-telemetry's OTEL_EXPORTER_OTLP_ENDPOINT does not reach the collector's gRPC receiver (4317) through service/otel-collector")
+
+    # The decisions the manifests' comments explain: the HPA alone sets the API's replicas; exit 2 fails the Job at once.
+    hpa = by_name.get(("HorizontalPodAutoscaler", "orders-api"), {})
+    check(dig(hpa, "spec.scaleTargetRef.name") == "orders-api" and (dig(hpa, "spec.minReplicas") or 0) >= 2,
+          f"{render}: no HPA keeps orders-api at 2 replicas or more")
+    check(not api or "replicas" not in api["spec"], f"{render}: deployment/orders-api sets replicas, which resets the HPA's count on every apply")
+    batch_job = dig(by_name.get(("CronJob", "orders-batch"), {}), "spec.jobTemplate.spec") or {}
+    fail_on_2 = any(r["action"] == "FailJob" and dig(r, "onExitCodes.values") == [2] for r in dig(batch_job, "podFailurePolicy.rules") or [])
+    check(fail_on_2 and dig(batch_job, "template.spec.restartPolicy") == "Never",
+          f"{render}: cronjob/orders-batch does not fail at once on exit 2 (a configuration error), with restartPolicy Never")
+
+    # orders-api: probed on app.rs's routes (/readyz: the database answers; /healthz: the process serves), on LISTEN_ADDR's port.
     check(api, f"{render}: no deployment/orders-api")
     if api:
         container = next((c for c in dig(api, "spec.template.spec.containers") if c["name"] == "orders-api"), {})
         check(container, f"{render}: deployment/orders-api has no container named orders-api")
         check(dig(container, "readinessProbe.httpGet.path") == "/readyz", f"{render}: orders-api's readinessProbe is not GET /readyz")
         check(dig(container, "livenessProbe.httpGet.path") == "/healthz", f"{render}: orders-api's livenessProbe is not GET /healthz")
+        check(dig(container, "startupProbe.httpGet.path") == "/healthz", f"{render}: orders-api's startupProbe is not GET /healthz")
         listen = next((e.get("value") for e in container.get("env", []) if e["name"] == "LISTEN_ADDR"), listen_default and listen_default[1])
         listen_port = int(str(listen).rsplit(":", 1)[-1])
-        for probe in ("readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             port = dig(container, f"{probe}.httpGet.port")
             number = next((p["containerPort"] for p in container.get("ports", []) if port in (p.get("name"), p["containerPort"])), None)
             check(number == listen_port, f"{render}: orders-api's {probe} port {port!r} is {number}, not LISTEN_ADDR's {listen_port}")

@@ -2,9 +2,9 @@
 # The test command: scripts/test.sh [cargo test arguments]
 #
 # Runs `cargo test --workspace --locked` (or the packages -p names) once what
-# the tests need is set up, so that a fresh clone with only Rust and
-# PostgreSQL's server binaries (Debian: the `postgresql` package) installed,
-# nothing started or configured, passes:
+# the tests need is set up, so that a fresh clone with only Rust, PostgreSQL's
+# server binaries (Debian: the `postgresql` package), python3 and kubectl
+# installed, nothing started or configured, passes:
 # - a PostgreSQL: the one DATABASE_URL names, else a throwaway one started
 #   here from the installed binaries (127.0.0.1, a free port, trusted superuser
 #   postgres), stopped and deleted when this script exits, however it exits;
