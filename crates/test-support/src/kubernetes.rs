@@ -62,7 +62,7 @@ pub fn kubernetes_container(overlay: &str, workload: &str, container: &str) -> C
     } else {
         &found["spec"]
     };
-    let spec = list(&spec["template"]["spec"]["containers"])
+    let declared = list(&spec["template"]["spec"]["containers"])
         .find(|each| each["name"] == container)
         .unwrap_or_else(|| panic!("{overlay}'s {workload} has no container {container}"));
     let resolver = Resolver {
@@ -70,11 +70,11 @@ pub fn kubernetes_container(overlay: &str, workload: &str, container: &str) -> C
         objects: &objects,
         namespace: &found["metadata"]["namespace"],
     };
-    let probe = |probe: &str| http_probe(spec, probe);
+    let probe = |probe: &str| http_probe(declared, probe);
     Container {
-        command: list(&spec["command"]).map(text).collect(),
-        args: list(&spec["args"]).map(text).collect(),
-        environment: resolver.environment(spec),
+        command: list(&declared["command"]).map(text).collect(),
+        args: list(&declared["args"]).map(text).collect(),
+        environment: resolver.environment(declared),
         readiness: probe("readinessProbe"),
         liveness: probe("livenessProbe"),
     }
