@@ -16,10 +16,11 @@ use crate::worker::Worker;
 /// on the schedule until `shutdown` is cancelled. Cancelled during start-up,
 /// it stops there.
 ///
-/// `--once` prints a one-line summary and fails when a batch failed.
-/// `telemetry` decides which links its `process-batch` spans are given (see
-/// `BatchSettings::link_selection`) and paces its batches to the trace
-/// exporter.
+/// `--once` prints a one-line summary and fails when a batch failed, after
+/// the trace exporter's final flush: its count of spans not exported is the
+/// one said at exit. `telemetry` decides which links its `process-batch`
+/// spans are given (see `BatchSettings::link_selection`) and paces its
+/// batches to the trace exporter.
 pub async fn run(
     config: Config,
     telemetry: &Telemetry,
@@ -52,6 +53,8 @@ pub async fn run(
     let summary = worker.run(&shutdown).await;
     announce_shutdown.abort();
     let summary = summary.context("processing pending orders")?;
+    telemetry.shutdown_traces().await;
+    summary.log();
     println!("orders-batch --once: {summary}");
     Ok(if summary.failed_batches == 0 {
         ExitCode::SUCCESS

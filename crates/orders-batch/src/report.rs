@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use orders::claims::{Claim, Finished};
 use orders::{OrderStatus, StoreError};
+use span_links::pacing::SpanTally;
 use tracing::Span;
 
 use crate::metrics::BatchMetrics;
@@ -23,7 +24,7 @@ pub struct BatchReport {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct RunSummary {
     pub processed: usize,
     pub failed: usize,
@@ -41,10 +42,9 @@ pub struct RunSummary {
     /// Orders still pending when an interrupted run stopped; `None` when the
     /// run was not interrupted or they could not be counted.
     pub pending: Option<u64>,
-    /// Spans the exporter had not taken when the run reported, lost during
-    /// the run (dropped from a full queue, or in an export that failed) or
-    /// still queued behind a failing exporter.
-    pub spans_dropped: u64,
+    /// The run's spans not exported, as they stand when the summary is
+    /// shown: dropped at a full queue, in a failed export, or still queued.
+    pub spans: SpanTally,
 }
 
 impl fmt::Display for RunSummary {
@@ -61,8 +61,9 @@ impl fmt::Display for RunSummary {
             self.requeued,
             self.released,
         )?;
-        if self.spans_dropped > 0 {
-            write!(f, " spans_dropped={}", self.spans_dropped)?;
+        let spans_dropped = self.spans.lost().total();
+        if spans_dropped > 0 {
+            write!(f, " spans_dropped={spans_dropped}")?;
         }
         if self.interrupted {
             match self.pending {
@@ -75,6 +76,36 @@ impl fmt::Display for RunSummary {
 }
 
 impl RunSummary {
+    /// A run that has done nothing yet, its spans tallied by `spans`.
+    pub(crate) fn new(spans: SpanTally) -> Self {
+        Self {
+            processed: 0,
+            failed: 0,
+            retrying: 0,
+            unlinked: 0,
+            batches: 0,
+            failed_batches: 0,
+            requeued: 0,
+            released: 0,
+            interrupted: false,
+            pending: None,
+            spans,
+        }
+    }
+
+    /// Logs how the run ended; once its spans are through (the run drained
+    /// them, or the trace provider was shut down), so that the count of
+    /// spans not exported is final.
+    pub fn log(&self) {
+        if self.interrupted {
+            tracing::info!(summary = %self, "run interrupted by shutdown: orders still pending");
+        } else if self.batches == 0 && self.failed_batches == 0 {
+            tracing::info!("no pending orders");
+        } else {
+            tracing::info!(summary = %self, "run finished");
+        }
+    }
+
     pub(crate) fn add(&mut self, report: BatchReport) {
         self.processed += report.processed;
         self.failed += report.failed;

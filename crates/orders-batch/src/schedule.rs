@@ -153,7 +153,7 @@ async fn tick(worker: &Worker, guard: &RunGuard, stop: &CancellationToken) {
     }
     match guard.run_exclusive(worker.run(stop)).await {
         None => tracing::warn!("the previous run is still going: skipping this tick"),
-        Some(Ok(_)) => {}
+        Some(Ok(summary)) => summary.log(),
         Some(Err(error)) => {
             tracing::error!(error = %error, "run failed; the next tick tries again");
         }

@@ -1,13 +1,15 @@
 //! A run: claim pending orders oldest first, one batch at a time, until none
 //! that were pending when the run started are left, at the pace of the
-//! database, or of the trace exporter when that is slower.
+//! database, or of the trace exporter when that is slower: a batch is
+//! claimed only once its spans fit in the export queue, so no claim waits
+//! for the exporter.
 
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use orders::StoreError;
 use orders::claims::{self, Claim, ClaimRequest};
-use orders_telemetry::SpanQueue;
+use span_links::pacing::SpanQueue;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +24,7 @@ pub struct Worker {
     pool: PgPool,
     settings: BatchSettings,
     metrics: BatchMetrics,
-    /// The spans waiting for the trace exporter: a batch starts when its
+    /// The spans waiting for the trace exporter: a batch is claimed when its
     /// spans fit.
     spans: SpanQueue,
     /// Host and process, written to `claimed_by` with each claim.
@@ -42,9 +44,9 @@ impl Worker {
         }
     }
 
-    /// The same worker, starting each batch only when the batch's spans fit
-    /// in `spans` (unless its exporter is failing): a slower exporter slows
-    /// the run instead of losing spans and links.
+    /// The same worker, claiming each batch only when the batch's spans fit
+    /// in `spans` (as its `OTEL_BSP_ON_QUEUE_FULL` says): a slower exporter
+    /// slows the run instead of losing spans and links.
     #[must_use]
     pub fn paced_by(self, spans: SpanQueue) -> Self {
         Self { spans, ..self }
@@ -54,22 +56,20 @@ impl Worker {
     /// `BATCH_MAX_SIZE`, oldest first. Orders that fail are retried by a later
     /// run, not this one.
     ///
-    /// Once `stop` is cancelled no new batch starts; the batch in hand gets the
-    /// shutdown grace period to finish, then its orders are given back, as are
-    /// those of the batch claimed ahead.
+    /// Once `stop` is cancelled no new batch starts, and a wait for room
+    /// ends; the batch in hand gets the shutdown grace period to finish, then
+    /// its orders are given back, as are those of the batch claimed ahead.
     ///
-    /// The run reports once its spans are exported, or known lost: dropped,
-    /// in a failed export, or queued behind a failing exporter.
+    /// The run ends once its spans are exported, unless the exporter is
+    /// failing; its summary tallies its spans not exported.
     pub async fn run(&self, stop: &CancellationToken) -> Result<RunSummary, StoreError> {
-        let lost_before = self.spans.lost();
+        let spans = self.spans.tally();
         let cutoff = claims::database_now(&self.pool).await?;
         let max_attempts = i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX);
         let requeued = claims::requeue_expired(&self.pool, max_attempts).await?;
-        let mut summary = RunSummary {
-            requeued: requeued.pending.len(),
-            failed: requeued.failed.len(),
-            ..RunSummary::default()
-        };
+        let mut summary = RunSummary::new(spans);
+        summary.requeued = requeued.pending.len();
+        summary.failed = requeued.failed.len();
         if !requeued.pending.is_empty() || !requeued.failed.is_empty() {
             tracing::warn!(
                 requeued = requeued.pending.len(),
@@ -80,16 +80,10 @@ impl Worker {
         }
 
         let ran_out = self.process_pending(cutoff, stop, &mut summary).await?;
-        let unsent = stop.run_until_cancelled(self.spans.drain()).await;
-        summary.spans_dropped = self.spans.lost() - lost_before + unsent.unwrap_or(0);
+        stop.run_until_cancelled(self.spans.drain()).await;
         if !ran_out {
             summary.interrupted = true;
             summary.pending = self.count_pending().await;
-            tracing::info!(%summary, "run interrupted by shutdown: orders still pending");
-        } else if summary.batches == 0 && summary.failed_batches == 0 {
-            tracing::info!("no pending orders");
-        } else {
-            tracing::info!(%summary, "run finished");
         }
         Ok(summary)
     }
@@ -104,27 +98,20 @@ impl Worker {
         stop: &CancellationToken,
         summary: &mut RunSummary,
     ) -> Result<bool, StoreError> {
-        if stop.is_cancelled() {
-            return Ok(false);
-        }
-        let mut next = self.claim(cutoff).await?;
+        let mut next = self.claim_when_room(cutoff, stop).await?;
         loop {
-            let (claim, claimed) = next;
-            // The batch's spans wait for room before the exporter rather than
-            // be dropped from a full queue.
-            let room = self.spans.room_for(self.settings.spans_per_batch());
-            stop.run_until_cancelled(room).await;
-            if stop.is_cancelled() {
-                if !claim.orders.is_empty() {
-                    summary.released += self.release(&claim.token).await;
-                }
+            let Some((claim, claimed)) = next else {
                 return Ok(false);
-            }
+            };
             if claim.orders.is_empty() {
                 return Ok(true);
             }
+            if stop.is_cancelled() {
+                summary.released += self.release(&claim.token).await;
+                return Ok(false);
+            }
             let (upcoming, outcome) = tokio::join!(
-                self.claim(cutoff),
+                self.claim_when_room(cutoff, stop),
                 self.process_in_time(&claim, claimed, stop)
             );
             match outcome {
@@ -134,7 +121,7 @@ impl Worker {
                     summary.failed_batches += 1;
                     summary.released += self.release(&claim.token).await;
                     if error.is_unavailable() {
-                        if let Ok((upcoming, _)) = &upcoming {
+                        if let Ok(Some((upcoming, _))) = &upcoming {
                             self.release(&upcoming.token).await;
                         }
                         return Err(error);
@@ -151,6 +138,23 @@ impl Worker {
             }
             next = upcoming?;
         }
+    }
+
+    /// Claims the next batch once its spans, and those of the batch being
+    /// processed beside it, fit in the export queue: rather than dropped from
+    /// a full queue, the spans wait, and no claim waits with them, so none
+    /// outlives its lease while the exporter catches up. `None` when `stop`
+    /// was cancelled first.
+    async fn claim_when_room(
+        &self,
+        cutoff: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> Result<Option<(Claim, Instant)>, StoreError> {
+        let room = self.spans.room_for(2 * self.settings.spans_per_batch());
+        if stop.run_until_cancelled(room).await.is_none() {
+            return Ok(None);
+        }
+        self.claim(cutoff).await.map(Some)
     }
 
     /// Claims the next batch, oldest first; the `Instant` is when claiming

@@ -8,6 +8,7 @@ use std::env;
 use std::time::Duration;
 
 use opentelemetry_sdk::trace::Sampler;
+use span_links::pacing::OnQueueFull;
 use tracing_subscriber::EnvFilter;
 
 /// Every environment variable a service's telemetry honours: the ones this
@@ -31,11 +32,14 @@ pub const ENVIRONMENT_VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_HEADERS",
     "OTEL_EXPORTER_OTLP_COMPRESSION",
     "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_BSP_SCHEDULE_DELAY",
     "OTEL_BSP_MAX_QUEUE_SIZE",
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_ON_QUEUE_FULL",
+    "OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT",
     "OTEL_SPAN_LINK_COUNT_LIMIT",
     "OTEL_METRIC_EXPORT_INTERVAL",
     "TELEMETRY_SHUTDOWN_TIMEOUT_MS",
@@ -65,6 +69,9 @@ const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 const DEFAULT_EXPORT_BATCH_SIZE: usize = 2048;
 const DEFAULT_QUEUE_SIZE: usize = 4 * DEFAULT_EXPORT_BATCH_SIZE;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The OTLP exporter's own timeout for an export, its retries included,
+/// when `OTEL_EXPORTER_OTLP_TIMEOUT` does not say.
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a service's spans need of the SDK's limits, which otherwise lose data
 /// without a word.
@@ -75,6 +82,10 @@ pub struct SpanLimits {
     /// The most spans that end together, before the exporter can catch up:
     /// the export queue holds four such bursts.
     pub spans_per_burst: usize,
+    /// The service's work can wait for room in the export queue (a batch
+    /// job): `OTEL_BSP_ON_QUEUE_FULL` is `BLOCK` unless set to `DROP`. A
+    /// service answering requests never waits: only `DROP` is accepted.
+    pub can_wait: bool,
 }
 
 impl Default for SpanLimits {
@@ -82,6 +93,7 @@ impl Default for SpanLimits {
         Self {
             links_per_span: span_links::SDK_LINK_LIMIT,
             spans_per_burst: DEFAULT_QUEUE_SIZE / 4,
+            can_wait: false,
         }
     }
 }
@@ -161,6 +173,11 @@ pub struct TelemetryConfig {
     pub span_queue_size: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: the most spans in one export.
     pub span_export_batch_size: usize,
+    /// `OTEL_BSP_ON_QUEUE_FULL`, with `OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`
+    /// (by default the trace exporter's own timeout).
+    pub on_queue_full: OnQueueFull,
+    /// The trace exporter's `otel.component.type`, for its metrics.
+    pub span_exporter_type: &'static str,
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS`: how long the flush at exit may take,
     /// all signals together.
     pub shutdown_timeout: Duration,
@@ -195,6 +212,7 @@ const SDK_NUMBERS: &[&str] = &[
     "OTEL_BSP_SCHEDULE_DELAY",
     "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
 ];
 
 impl TelemetryConfig {
@@ -259,6 +277,12 @@ impl TelemetryConfig {
         };
         let queue = size("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)?;
         let export_batch = size("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE)?;
+        let span_exporter_type = match exporters[Signal::Traces as usize] {
+            Exporter::Otlp if is_grpc(get, Signal::Traces)? => "otlp_grpc_span_exporter",
+            Exporter::Otlp => "otlp_http_span_exporter",
+            Exporter::Console => "opentelemetry_stdout::SpanExporter",
+            Exporter::None => "",
+        };
         Ok(Self {
             service_name: get("OTEL_SERVICE_NAME")
                 .or_else(|| {
@@ -275,6 +299,8 @@ impl TelemetryConfig {
                 .max(limits.spans_per_burst.saturating_mul(4))
                 .max(export_batch.saturating_mul(4)),
             span_export_batch_size: export_batch,
+            on_queue_full: on_queue_full(get, limits.can_wait)?,
+            span_exporter_type,
             shutdown_timeout: number(get, "TELEMETRY_SHUTDOWN_TIMEOUT_MS")?
                 .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
             endpoints,
@@ -361,17 +387,59 @@ fn number(get: Variables<'_>, variable: &str) -> Result<Option<u64>, ConfigError
         .transpose()
 }
 
-/// Where the OTLP exporter sends `signal`, resolved as it resolves it: the
-/// signal's own endpoint verbatim, else the common one (plus `/v1/<signal>`
-/// over HTTP), else the protocol's default port on localhost.
-fn endpoint(get: Variables<'_>, signal: Signal) -> Result<String, ConfigError> {
+/// Whether a producer waits for room in the export queue, and for how long
+/// without an export ending: `OTEL_BSP_ON_QUEUE_FULL` and
+/// `OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`, the names the specification's
+/// proposal gives them (pull request 5181), so that the day the SDK blocks
+/// by itself they keep their meaning. The timeout is by default the trace
+/// exporter's own, which the OTLP exporter resolves the same way.
+fn on_queue_full(get: Variables<'_>, can_wait: bool) -> Result<OnQueueFull, ConfigError> {
+    let allowed: &[&str] = if can_wait {
+        &["block", "drop"]
+    } else {
+        &["drop"]
+    };
+    let block = match one_of(get, "OTEL_BSP_ON_QUEUE_FULL", allowed)? {
+        Some(value) => value == "block",
+        None => can_wait,
+    };
+    let millis = [
+        "OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .into_iter()
+    .map(|variable| number(get, variable))
+    .collect::<Result<Vec<_>, _>>()?;
+    let timeout = millis
+        .into_iter()
+        .flatten()
+        .next()
+        .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis);
+    Ok(if block {
+        OnQueueFull::Block { timeout }
+    } else {
+        OnQueueFull::Drop
+    })
+}
+
+/// Whether `signal` goes over OTLP/gRPC (`OTEL_EXPORTER_OTLP_{SIGNAL}_PROTOCOL`,
+/// else `OTEL_EXPORTER_OTLP_PROTOCOL`), rather than HTTP/protobuf.
+fn is_grpc(get: Variables<'_>, signal: Signal) -> Result<bool, ConfigError> {
     let own = format!("OTEL_EXPORTER_OTLP_{}_PROTOCOL", signal.upper());
     let variable = if get(&own).is_some() {
         own
     } else {
         "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned()
     };
-    let grpc = one_of(get, &variable, &["grpc", "http/protobuf"])? == Some("grpc");
+    Ok(one_of(get, &variable, &["grpc", "http/protobuf"])? == Some("grpc"))
+}
+
+/// Where the OTLP exporter sends `signal`, resolved as it resolves it: the
+/// signal's own endpoint verbatim, else the common one (plus `/v1/<signal>`
+/// over HTTP), else the protocol's default port on localhost.
+fn endpoint(get: Variables<'_>, signal: Signal) -> Result<String, ConfigError> {
+    let grpc = is_grpc(get, signal)?;
     if let Some(own) = get(&format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.upper())) {
         return Ok(own);
     }
@@ -404,6 +472,8 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
+    use span_links::pacing::OnQueueFull;
+
     use super::{
         ConfigError, ENVIRONMENT_VARIABLES, Exporter, Signal, SpanLimits, TelemetryConfig,
     };
@@ -413,6 +483,7 @@ mod tests {
         let limits = SpanLimits {
             links_per_span: 1500,
             spans_per_burst: 2508,
+            can_wait: true,
         };
         TelemetryConfig::from_variables(
             &|name| variables.get(name).map(|value| (*value).to_owned()),
@@ -535,6 +606,35 @@ mod tests {
                 .ends_with("a whole number")
         );
         assert!(config(&[("OTEL_SDK_DISABLED", "yes")]).is_err());
+    }
+
+    #[test]
+    fn a_service_that_can_wait_blocks_for_its_exporter_up_to_the_exporters_timeout() {
+        let block = |variables: &[(&str, &str)]| config(variables).unwrap().on_queue_full;
+        let seconds = |seconds| OnQueueFull::Block {
+            timeout: Duration::from_secs(seconds),
+        };
+        assert_eq!(block(&[]), seconds(10));
+        let common = ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000");
+        assert_eq!(block(&[common]), seconds(3));
+        let traces = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "4000");
+        assert_eq!(block(&[common, traces]), seconds(4));
+        let own = ("OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT", "60000");
+        assert_eq!(block(&[own, traces]), seconds(60));
+        assert_eq!(
+            block(&[("OTEL_BSP_ON_QUEUE_FULL", "DROP")]),
+            OnQueueFull::Drop
+        );
+        let answering_requests = |value: &str| {
+            let get = |name: &str| (name == "OTEL_BSP_ON_QUEUE_FULL").then(|| value.to_owned());
+            TelemetryConfig::from_variables(&get, "api", "1.0", SpanLimits::default())
+                .map(|config| config.on_queue_full)
+        };
+        assert_eq!(answering_requests("drop").unwrap(), OnQueueFull::Drop);
+        assert_eq!(
+            answering_requests("block").unwrap_err().to_string(),
+            "OTEL_BSP_ON_QUEUE_FULL=\"block\" is not supported: expected drop"
+        );
     }
 
     #[test]

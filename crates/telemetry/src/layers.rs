@@ -85,7 +85,7 @@ fn all_but(excluded: fn(&Metadata<'_>) -> bool) -> impl Filter<Registry> {
 }
 
 /// Telemetry about the telemetry: the exporters' own HTTP and gRPC stacks,
-/// the SDK, and this crate's reports. Exported, it would produce more
+/// the SDK, the export queue's and this crate's reports. Exported, it would produce more
 /// exports, about the exports.
 fn is_telemetry_itself(metadata: &Metadata<'_>) -> bool {
     const STACKS: &[&str] = &[
@@ -95,6 +95,7 @@ fn is_telemetry_itself(metadata: &Metadata<'_>) -> bool {
         "reqwest",
         "tonic",
         "tower",
+        "span_links::pacing",
         env!("CARGO_CRATE_NAME"),
     ];
     let target = metadata.target();

@@ -11,14 +11,15 @@
 //!   `OTEL_{TRACES,METRICS,LOGS}_EXPORTER` names (`otlp`, `console`, `none`).
 //! - `layers`: what `RUST_LOG` filters (logs) and what it does not (spans).
 //! - `export_failures`: one clear warning when an endpoint cannot be reached.
-//! - `span_queue`: the spans waiting for their exporter, counted, so that
-//!   none is dropped unseen and a producer can wait for room.
+//!
+//! Spans wait for their exporter in a [`SpanQueue`] (`span_links::pacing`):
+//! counted, so that none is lost unseen, and paced, so that a batch can wait
+//! for room.
 
 mod config;
 mod export_failures;
 mod layers;
 mod providers;
-mod span_queue;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -33,15 +34,16 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use span_links::LinkSelection;
-use tokio::sync::oneshot;
+use span_links::pacing::{SpanQueue, SpanTally};
+use tokio::sync::{OnceCell, oneshot};
 use tracing::Dispatch;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use config::{ConfigError, ENVIRONMENT_VARIABLES, SpanLimits};
 use config::{TelemetryConfig, TracesSampler};
-pub use span_queue::SpanQueue;
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,10 @@ impl TelemetryError {
 pub struct Telemetry {
     tracer: SdkTracerProvider,
     spans: SpanQueue,
+    /// Every span of the process, for the count said at exit.
+    all_spans: SpanTally,
+    /// Set once the trace provider is shut down.
+    traces_shut_down: OnceCell<()>,
     meter: Option<SdkMeterProvider>,
     logger: Option<SdkLoggerProvider>,
     shutdown_timeout: Duration,
@@ -98,7 +104,9 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
     let (tracer, spans) = providers::tracer(&config, resource.clone())?;
     let telemetry = Telemetry {
         tracer,
+        all_spans: spans.tally(),
         spans,
+        traces_shut_down: OnceCell::new(),
         meter: providers::meter(&config, resource.clone())?,
         logger: providers::logger(&config, resource)?,
         shutdown_timeout: config.shutdown_timeout,
@@ -115,14 +123,16 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
             .observe(&meter.meter(env!("CARGO_PKG_NAME")));
     }
     let slot = layers::DispatchSlot::default();
-    let dispatch = Dispatch::new(Registry::default().with(layers::layers(
+    let mut layers = layers::layers(
         &config.log_filter,
         telemetry.tracer.tracer(config.service_name.clone()),
         telemetry.logger.as_ref(),
         std::io::stdout,
         std::io::stdout().is_terminal(),
         slot.clone(),
-    )));
+    );
+    layers.push(telemetry.spans.rejections_layer().boxed());
+    let dispatch = Dispatch::new(Registry::default().with(layers));
     slot.get_or_init(|| dispatch.downgrade());
     dispatch.try_init()?;
     Ok(telemetry)
@@ -153,8 +163,25 @@ impl Telemetry {
         self.spans.clone()
     }
 
-    /// Flushes and shuts down every provider, all at once, within
-    /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS` (5 s by default) however long an
+    /// Flushes the spans and shuts the trace exporter down, within
+    /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS` (5 s by default): from then on what a
+    /// tally of the queue counts is final. Once; [`Telemetry::shutdown`]
+    /// does it if it was not done.
+    pub async fn shutdown_traces(&self) {
+        self.traces_shut_down
+            .get_or_init(|| async {
+                let tracer = self.tracer.clone();
+                let timeout = self.shutdown_timeout;
+                let shutting_down = in_background(move || tracer.shutdown_with_timeout(timeout));
+                let deadline = tokio::time::Instant::now() + timeout;
+                warn_unless_flushed_by(deadline, [("traces", Some(shutting_down))]).await;
+            })
+            .await;
+    }
+
+    /// Shuts down traces first (whose count of spans not exported, said here,
+    /// is then final), then metrics and logs, which carry that count and that
+    /// line: each step within `TELEMETRY_SHUTDOWN_TIMEOUT_MS` however long an
     /// endpoint takes to answer. What could not be flushed is lost, and a
     /// warning says so.
     ///
@@ -164,15 +191,20 @@ impl Telemetry {
     /// it is given, and a runtime waits for its blocking tasks at exit where
     /// a process does not wait for its threads.
     pub async fn shutdown(self) {
-        let (spans, timeout) = (self.spans.clone(), self.shutdown_timeout);
+        self.shutdown_traces().await;
+        let lost = self.all_spans.lost();
+        if lost.total() > 0 {
+            tracing::warn!(
+                "{} spans not exported in all: {} dropped with the export queue full, {} in failed exports, {} still queued at exit",
+                lost.total(),
+                lost.dropped,
+                lost.failed,
+                lost.queued
+            );
+        }
+        let timeout = self.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let shutting_down = [
-            (
-                "traces",
-                Some(in_background(move || {
-                    self.tracer.shutdown_with_timeout(timeout)
-                })),
-            ),
             (
                 "metrics",
                 self.meter
@@ -184,28 +216,16 @@ impl Telemetry {
                     .map(|logger| in_background(move || logger.shutdown_with_timeout(timeout))),
             ),
         ];
-        let lost = not_flushed_by(deadline, shutting_down).await;
-        if !lost.is_empty() {
-            tracing::warn!(
-                "telemetry not flushed at exit, so lost: {}",
-                lost.join(", ")
-            );
-        }
-        let unsent = spans.lost() + spans.queued();
-        if unsent > 0 {
-            tracing::warn!(
-                "{unsent} spans not exported in all: dropped with the export queue full, in a failed export, or still queued at exit"
-            );
-        }
+        warn_unless_flushed_by(deadline, shutting_down).await;
     }
 }
 
-/// The signals whose shutdown failed or was not done by `deadline`, each
-/// with why.
-async fn not_flushed_by(
+/// Waits for the signals shutting down until `deadline`, and names those
+/// whose shutdown failed or was not done by then, each with why.
+async fn warn_unless_flushed_by<const N: usize>(
     deadline: tokio::time::Instant,
-    shutting_down: [(&str, Option<oneshot::Receiver<OTelSdkResult>>); 3],
-) -> Vec<String> {
+    shutting_down: [(&str, Option<oneshot::Receiver<OTelSdkResult>>); N],
+) {
     let mut lost = Vec::new();
     for (signal, finished) in shutting_down {
         let Some(finished) = finished else { continue };
@@ -218,7 +238,12 @@ async fn not_flushed_by(
             lost.push(format!("{signal} ({error})"));
         }
     }
-    lost
+    if !lost.is_empty() {
+        tracing::warn!(
+            "telemetry not flushed at exit, so lost: {}",
+            lost.join(", ")
+        );
+    }
 }
 
 /// Runs `shut_down` on a thread of its own; its result comes on the receiver.

@@ -8,12 +8,12 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
 use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
+use span_links::pacing::SpanQueue;
 use span_links::{LinkSampler, with_link_limit};
 
 use crate::TelemetryError;
 use crate::config::{Exporter, Signal, TelemetryConfig, TracesSampler};
 use crate::export_failures::Reported;
-use crate::span_queue::SpanQueue;
 
 /// The resource every signal carries: this service's name and version, and
 /// what `OTEL_RESOURCE_ATTRIBUTES` adds.
@@ -39,7 +39,7 @@ pub(crate) fn tracer(
         TracesSampler::Sdk(sampler) => builder.with_sampler(sampler.clone()),
         TracesSampler::Links { ratio } => builder.with_sampler(LinkSampler::new(*ratio)),
     };
-    let (builder, queue) = match config.exporter(Signal::Traces) {
+    Ok(match config.exporter(Signal::Traces) {
         Exporter::Otlp => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .build()
@@ -55,25 +55,23 @@ pub(crate) fn tracer(
             opentelemetry_stdout::SpanExporter::default(),
             config,
         ),
-        Exporter::None => (builder, SpanQueue::default()),
-    };
-    let provider = builder.build();
-    Ok((provider.clone(), queue.flushed_by(provider)))
+        Exporter::None => (builder.build(), SpanQueue::default()),
+    })
 }
 
-/// `builder` with a batch span processor exporting through `exporter`, its
-/// queue and exports sized by the configuration.
+/// The provider of `builder`, its spans exported through `exporter` from a
+/// queue sized and paced by the configuration.
 fn with_queue(
     builder: TracerProviderBuilder,
     exporter: impl SpanExporter + 'static,
     config: &TelemetryConfig,
-) -> (TracerProviderBuilder, SpanQueue) {
-    let (processor, queue) = SpanQueue::processor(
-        exporter,
-        config.span_queue_size,
-        config.span_export_batch_size,
-    );
-    (builder.with_span_processor(processor), queue)
+) -> (SdkTracerProvider, SpanQueue) {
+    SpanQueue::builder(exporter)
+        .with_capacity(config.span_queue_size)
+        .with_export_batch_size(config.span_export_batch_size)
+        .on_queue_full(config.on_queue_full)
+        .with_exporter_type(config.span_exporter_type)
+        .build(builder)
 }
 
 /// The meter provider, or none when metrics are not exported.

@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 
 pub use compose::compose_environment;
 pub use kubernetes::{Container, HttpProbe, kubernetes_container};
-pub use otlp::{OtlpReceiver, ReceivedSpan, body, hex, named, string};
+pub use otlp::{Answer, OtlpReceiver, ReceivedSpan, body, hex, named, string};
 pub use process::{Exited, Process, WAIT};
+pub use tonic::Code;
 
 /// The repository's top directory, where `docker-compose.yml` lives.
 #[must_use]

@@ -1,12 +1,14 @@
 //! A real OTLP receiver on loopback, over gRPC and HTTP/protobuf: the tests
 //! point a binary's exporter at one of its two ports (so what arrives came
-//! over that transport) and read back what arrived. It answers at once, or
-//! after a fixed delay per export, as a collector slower than the services
-//! does. Spans from an in-memory exporter convert to the same OTLP form, so
-//! every span assertion is written once.
+//! over that transport) and read back what arrived. It answers each trace
+//! export at once, or as an [`Answer`] says: later, as a collector slower
+//! than the services does, refusing it with a status, or rejecting some of
+//! its spans. Spans from an in-memory exporter convert to the same OTLP
+//! form, so every span assertion is written once.
 
 use std::io::Read as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use axum::routing::post;
 use flate2::read::GzDecoder;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server as logs;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server as metrics;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server as traces;
 use opentelemetry_proto::tonic::collector::{
     logs::v1 as log, metrics::v1 as metric, trace::v1 as trace,
@@ -35,7 +38,8 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 /// The largest message a collector's OTLP/gRPC receiver accepts by default;
 /// held on both transports here, so that no export the services make could be
@@ -59,11 +63,56 @@ struct Received {
     metrics: Vec<Metric>,
 }
 
-/// What arrived, and how long each export waits for its answer.
-#[derive(Debug, Default)]
+/// How the receiver answers one trace export: after `delay`, and then
+/// accepting it, refusing it with a status (keeping none of it), or
+/// accepting it but for its first `rejected` spans, in a partial success.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub delay: Duration,
+    pub refusal: Option<Code>,
+    /// With a refusal of `RESOURCE_EXHAUSTED`: the `RetryInfo` delay a
+    /// throttling receiver sends, without which the status is final.
+    pub retry_after: Option<Duration>,
+    pub rejected: usize,
+}
+
+impl Answer {
+    /// Accepted, `delay` after it arrived.
+    #[must_use]
+    pub fn after(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
+    /// Refused at once with `code`.
+    #[must_use]
+    pub fn refused(code: Code) -> Self {
+        Self {
+            refusal: Some(code),
+            ..Self::default()
+        }
+    }
+}
+
+/// How the `n`th trace export request (from 1, retries included) is answered.
+type Answers = Box<dyn Fn(usize) -> Answer + Send + Sync>;
+
+/// What arrived, and how each trace export is answered.
 struct Inner {
     received: Mutex<Received>,
-    delay: Duration,
+    answers: Answers,
+    trace_requests: AtomicUsize,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("received", &self.received)
+            .field("trace_requests", &self.trace_requests)
+            .finish_non_exhaustive()
+    }
 }
 
 type Shared = Arc<Inner>;
@@ -90,14 +139,21 @@ impl OtlpReceiver {
         Self::answering_after(Duration::ZERO).await
     }
 
-    /// Serves both transports, answering each export `delay` after it
+    /// Serves both transports, answering each trace export `delay` after it
     /// arrived (and after decoding it), however many spans it holds: a slow
     /// collector, which takes `batch size / delay` spans a second from one
     /// exporter at a time.
     pub async fn answering_after(delay: Duration) -> Self {
+        Self::answering(move |_| Answer::after(delay)).await
+    }
+
+    /// Serves both transports, answering the `n`th trace export request
+    /// (from 1) as `answer(n)` says; metrics and logs at once.
+    pub async fn answering(answer: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Self {
         let received = Arc::new(Inner {
-            delay,
-            ..Inner::default()
+            received: Mutex::default(),
+            answers: Box::new(answer),
+            trace_requests: AtomicUsize::new(0),
         });
         let bind = || async {
             TcpListener::bind("127.0.0.1:0")
@@ -184,10 +240,16 @@ impl OtlpReceiver {
         self.received().logs.clone()
     }
 
-    /// Trace export requests answered.
+    /// Trace export requests accepted.
     #[must_use]
     pub fn trace_exports(&self) -> usize {
         self.received().trace_exports
+    }
+
+    /// Trace export requests received, refused ones included.
+    #[must_use]
+    pub fn trace_requests(&self) -> usize {
+        self.received.trace_requests.load(Ordering::Relaxed)
     }
 
     /// The names of the metrics received, a name once per export.
@@ -235,10 +297,13 @@ impl OtlpReceiver {
 
 /// An export request of one signal, kept flattened.
 trait Export: Message + Default {
+    /// Trace exports are answered as the receiver's answers say; the others at once.
+    const TRACES: bool = false;
     fn keep(self, received: &mut Received);
 }
 
 impl Export for trace::ExportTraceServiceRequest {
+    const TRACES: bool = true;
     fn keep(self, received: &mut Received) {
         received.trace_exports += 1;
         for resource_spans in self.resource_spans {
@@ -293,10 +358,23 @@ impl Inner {
         self.received.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps what `request` holds, then answers after the delay.
-    async fn keep(&self, request: impl Export) {
-        request.keep(&mut self.lock());
-        tokio::time::sleep(self.delay).await;
+    /// Answers `request` (a trace export as the answers say), keeping what
+    /// it accepts of it; the answer, after its delay.
+    async fn answer<R: Export>(&self, request: R) -> Answer {
+        let answer = if R::TRACES {
+            (self.answers)(self.trace_requests.fetch_add(1, Ordering::Relaxed) + 1)
+        } else {
+            Answer::default()
+        };
+        if answer.refusal.is_none() {
+            let mut received = self.lock();
+            let before = received.spans.len();
+            request.keep(&mut received);
+            let rejected = answer.rejected.min(received.spans.len() - before);
+            received.spans.drain(before..before + rejected);
+        }
+        tokio::time::sleep(answer.delay).await;
+        answer
     }
 }
 
@@ -323,21 +401,30 @@ async fn over_http<R: Export>(
         body
     };
     match R::decode(body) {
-        Ok(request) => {
-            received.keep(request).await;
-            HttpStatus::OK
-        }
+        Ok(request) => match received.answer(request).await.refusal {
+            None => HttpStatus::OK,
+            Some(_) => HttpStatus::SERVICE_UNAVAILABLE,
+        },
         Err(_) => HttpStatus::BAD_REQUEST,
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Collector(Shared);
 
 impl Collector {
-    async fn over_grpc<R: Export, T: Default>(&self, request: Request<R>) -> Response<T> {
-        self.0.keep(request.into_inner()).await;
-        Response::new(T::default())
+    /// The answer to `request`, when it is accepted.
+    async fn over_grpc<R: Export>(&self, request: Request<R>) -> Result<Answer, Status> {
+        let answer = self.0.answer(request.into_inner()).await;
+        match (answer.refusal, answer.retry_after) {
+            (None, _) => Ok(answer),
+            (Some(code), None) => Err(Status::new(code, "refused by the test's receiver")),
+            (Some(code), Some(delay)) => Err(Status::with_error_details(
+                code,
+                "refused by the test's receiver",
+                ErrorDetails::with_retry_info(Some(delay)),
+            )),
+        }
     }
 }
 
@@ -347,7 +434,14 @@ impl traces::TraceService for Collector {
         &self,
         request: Request<trace::ExportTraceServiceRequest>,
     ) -> Result<Response<trace::ExportTraceServiceResponse>, Status> {
-        Ok(self.over_grpc(request).await)
+        let answer = self.over_grpc(request).await?;
+        let partial_success = (answer.rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(answer.rejected).unwrap_or(i64::MAX),
+            error_message: "rejected by the test's receiver".to_owned(),
+        });
+        Ok(Response::new(trace::ExportTraceServiceResponse {
+            partial_success,
+        }))
     }
 }
 
@@ -357,7 +451,10 @@ impl metrics::MetricsService for Collector {
         &self,
         request: Request<metric::ExportMetricsServiceRequest>,
     ) -> Result<Response<metric::ExportMetricsServiceResponse>, Status> {
-        Ok(self.over_grpc(request).await)
+        self.over_grpc(request).await?;
+        Ok(Response::new(
+            metric::ExportMetricsServiceResponse::default(),
+        ))
     }
 }
 
@@ -367,7 +464,8 @@ impl logs::LogsService for Collector {
         &self,
         request: Request<log::ExportLogsServiceRequest>,
     ) -> Result<Response<log::ExportLogsServiceResponse>, Status> {
-        Ok(self.over_grpc(request).await)
+        self.over_grpc(request).await?;
+        Ok(Response::new(log::ExportLogsServiceResponse::default()))
     }
 }
 
