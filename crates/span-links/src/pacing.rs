@@ -133,68 +133,93 @@ impl Lost {
     }
 }
 
-/// The most often the drop line, and the failing line, are said.
-const LINE_PERIOD: Duration = Duration::from_mins(1);
-
 /// The SDK's queue and export sizes.
 const SDK_QUEUE_SIZE: usize = 2048;
 const SDK_EXPORT_BATCH_SIZE: usize = 512;
 
 /// The state shared by the processor, its exporter, the queue's handles and
-/// their tallies. Spans are numbered in the order they are admitted; the
-/// processor exports them in that order, so `through` is also the number of
-/// the first span not yet through an export.
+/// their tallies.
 #[derive(Debug)]
 struct Counts {
     capacity: usize,
     on_full: OnQueueFull,
-    /// Spans admitted ever, and through an export (exported or failed) ever.
+    /// Spans admitted ever: the next one's number.
     admitted: AtomicU64,
-    through: AtomicU64,
     /// Admitted and not yet through an export; admission is decided on it.
     queued: AtomicUsize,
-    /// Spans in the export under way, and those of them a receiver rejected.
+    /// Spans ever handed to the exporter; those in the export under way, and
+    /// those of them a receiver rejected.
+    submitted: AtomicU64,
     inflight: AtomicUsize,
     rejected_in_flight: AtomicU64,
+    /// Spans dropped at a full queue, exported, in failed exports, and
+    /// rejected by a receiver in exports that succeeded.
     dropped: AtomicU64,
     exported: AtomicU64,
-    failed: AtomicU64,
+    failed_exports: AtomicU64,
     rejected: AtomicU64,
     /// An export failed, or none ended while a producer waited its timeout.
     failing: AtomicBool,
     export_ended: Notify,
     flushing: AtomicBool,
-    tallies: Mutex<Vec<Weak<TallyCounts>>>,
+    ledger: Mutex<Ledger>,
     drop_lines: DefaultDirectRateLimiter,
     failing_lines: DefaultDirectRateLimiter,
 }
 
+/// What a tally reads together, under one lock, so that a span is never
+/// both still queued and failed, or neither. Spans are numbered in the order
+/// they are admitted, and the processor exports them in the order it gets
+/// them: the same order, but for spans ended at the same moment on two
+/// threads, which may swap places at a tally's boundary.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Spans through an export, exported or failed: the number of the first
+    /// span not yet through.
+    through: u64,
+    tallies: Vec<Weak<TallyCounts>>,
+}
+
+impl Ledger {
+    /// Counts into every tally still alive, and forgets the others.
+    fn each_tally(&mut self, count: impl Fn(&TallyCounts)) {
+        self.tallies.retain(|tally| match tally.upgrade() {
+            Some(tally) => {
+                count(&tally);
+                true
+            }
+            None => false,
+        });
+    }
+}
+
 impl Counts {
-    fn new(capacity: usize, on_full: OnQueueFull, line_period: Duration) -> Self {
-        let lines = || {
-            let quota = Quota::with_period(line_period)
-                .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN));
-            RateLimiter::direct(quota)
-        };
+    fn new(capacity: usize, on_full: OnQueueFull) -> Self {
+        // The drop line, and the failing line, each at most once a minute.
+        let lines = || RateLimiter::direct(Quota::per_minute(NonZeroU32::MIN));
         Self {
             capacity,
             on_full,
             admitted: AtomicU64::new(0),
-            through: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            submitted: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             rejected_in_flight: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             exported: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            failed_exports: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             export_ended: Notify::new(),
             flushing: AtomicBool::new(false),
-            tallies: Mutex::new(Vec::new()),
+            ledger: Mutex::default(),
             drop_lines: lines(),
             failing_lines: lines(),
         }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes a place in the queue, if one is free.
@@ -211,10 +236,11 @@ impl Counts {
         admitted
     }
 
-    /// Counts a span refused at a full queue, in every open tally too.
+    /// Counts a span refused at a full queue, in every tally too: a lock
+    /// taken only when spans are being lost.
     fn drop_one(&self) {
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        self.each_tally(|tally| {
+        self.ledger().each_tally(|tally| {
             tally.dropped.fetch_add(1, Ordering::Relaxed);
         });
         if self.drop_lines.check().is_ok() {
@@ -228,6 +254,7 @@ impl Counts {
     }
 
     fn export_started(&self, spans: usize) {
+        self.submitted.fetch_add(spans as u64, Ordering::Relaxed);
         self.inflight.store(spans, Ordering::Release);
         self.rejected_in_flight.store(0, Ordering::Release);
     }
@@ -237,18 +264,20 @@ impl Counts {
     /// does not say which).
     fn export_ended(&self, spans: usize, result: &OTelSdkResult) {
         let count = spans as u64;
-        let failed = match result {
-            Ok(()) => self.rejected_in_flight.swap(0, Ordering::AcqRel).min(count),
-            Err(_) => count,
+        let failed = if result.is_ok() {
+            let rejected = self.rejected_in_flight.swap(0, Ordering::AcqRel).min(count);
+            self.rejected.fetch_add(rejected, Ordering::Relaxed);
+            rejected
+        } else {
+            self.failed_exports.fetch_add(count, Ordering::Relaxed);
+            count
         };
-        if result.is_ok() {
-            self.rejected.fetch_add(failed, Ordering::Relaxed);
-        }
         self.exported.fetch_add(count - failed, Ordering::Relaxed);
-        self.failed.fetch_add(failed, Ordering::Relaxed);
-        let first = self.through.fetch_add(count, Ordering::AcqRel);
-        if failed > 0 {
-            self.each_tally(|tally| tally.count_failed(first..first + failed));
+        {
+            let mut ledger = self.ledger();
+            let first = ledger.through;
+            ledger.through += count;
+            ledger.each_tally(|tally| tally.count_failed(first..first + failed));
         }
         self.inflight.store(0, Ordering::Release);
         self.queued.fetch_sub(spans, Ordering::AcqRel);
@@ -260,7 +289,7 @@ impl Counts {
     }
 
     /// Takes the exporter for failing, saying so once it starts, at most
-    /// once a minute.
+    /// once a minute. Waiting producers hear of it when the export ends.
     fn fail(&self, why: &str) {
         let newly = !self.failing.swap(true, Ordering::AcqRel);
         if newly && self.failing_lines.check().is_ok() {
@@ -270,17 +299,6 @@ impl Counts {
                  said at most once a minute"
             );
         }
-    }
-
-    fn each_tally(&self, count: impl Fn(&TallyCounts)) {
-        let mut tallies = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
-        tallies.retain(|tally| match tally.upgrade() {
-            Some(tally) => {
-                count(&tally);
-                true
-            }
-            None => false,
-        });
     }
 
     fn queued(&self) -> u64 {
@@ -300,7 +318,9 @@ struct TallyCounts {
 impl TallyCounts {
     fn count_failed(&self, spans: std::ops::Range<u64>) {
         let overlap = spans.end.saturating_sub(spans.start.max(self.first));
-        self.failed.fetch_add(overlap, Ordering::Relaxed);
+        if overlap > 0 {
+            self.failed.fetch_add(overlap, Ordering::Relaxed);
+        }
     }
 }
 
@@ -319,7 +339,7 @@ pub struct SpanQueue {
 impl Default for SpanQueue {
     fn default() -> Self {
         Self {
-            counts: Arc::new(Counts::new(usize::MAX, OnQueueFull::Drop, LINE_PERIOD)),
+            counts: Arc::new(Counts::new(usize::MAX, OnQueueFull::Drop)),
             provider: None,
             exporter_type: "",
         }
@@ -390,7 +410,7 @@ impl<E: SpanExporter + 'static> SpanQueueBuilder<E> {
     /// `provider` with the batch span processor, built, and its queue. The
     /// processor's schedule delay is the SDK's (`OTEL_BSP_SCHEDULE_DELAY`).
     pub fn build(self, provider: TracerProviderBuilder) -> (SdkTracerProvider, SpanQueue) {
-        let counts = Arc::new(Counts::new(self.capacity, self.on_full, LINE_PERIOD));
+        let counts = Arc::new(Counts::new(self.capacity, self.on_full));
         let exporter = Counted {
             inner: self.exporter,
             counts: Arc::clone(&counts),
@@ -443,11 +463,7 @@ impl SpanQueue {
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         });
-        self.counts
-            .tallies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(&own));
+        self.counts.ledger().tallies.push(Arc::downgrade(&own));
         SpanTally {
             counts: Arc::clone(&self.counts),
             own,
@@ -489,8 +505,11 @@ impl SpanQueue {
             if done(counts.queued()) || counts.failing.load(Ordering::Acquire) {
                 return;
             }
+            // Rather than after the processor's schedule delay.
+            self.flush();
             if tokio::time::timeout(timeout, ended).await.is_err() {
                 counts.fail(&format!("no export ended in {timeout:?}"));
+                counts.export_ended.notify_waiters();
                 return;
             }
         }
@@ -519,68 +538,82 @@ impl SpanQueue {
     /// rejected spans) and `.inflight`, each with `otel.component.type` and
     /// `otel.component.name`.
     pub fn observe(&self, meter: &Meter) {
-        let processor = component("batching_span_processor");
-        let exporter = component(self.exporter_type);
-        let with = |attributes: &[KeyValue], more: Option<KeyValue>| {
-            attributes.iter().cloned().chain(more).collect::<Vec<_>>()
-        };
-        let error = |kind: &'static str| Some(KeyValue::new("error.type", kind));
-        let (counts, attributes) = (Arc::clone(&self.counts), processor.clone());
-        meter
-            .u64_observable_counter("otel.sdk.processor.span.processed")
-            .with_unit("{span}")
-            .with_description("The number of spans for which the processing has finished, either successful or failed.")
-            .with_callback(move |observer| {
-                let submitted = counts.through.load(Ordering::Relaxed)
-                    + counts.inflight.load(Ordering::Relaxed) as u64;
-                observer.observe(submitted, &attributes);
-                let dropped = counts.dropped.load(Ordering::Relaxed);
-                observer.observe(dropped, &with(&attributes, error("queue_full")));
-            })
-            .build();
-        let (counts, attributes) = (Arc::clone(&self.counts), processor.clone());
-        meter
-            .i64_observable_up_down_counter("otel.sdk.processor.span.queue.size")
-            .with_unit("{span}")
-            .with_description(
-                "The number of spans in the queue of a given instance of an SDK span processor.",
-            )
-            .with_callback(move |observer| {
-                let waiting =
-                    counts.queued.load(Ordering::Relaxed) - counts.inflight.load(Ordering::Relaxed);
-                observer.observe(as_i64(waiting), &attributes);
-            })
-            .build();
-        let (capacity, attributes) = (as_i64(self.counts.capacity), processor);
-        meter
-            .i64_observable_up_down_counter("otel.sdk.processor.span.queue.capacity")
-            .with_unit("{span}")
-            .with_description("The maximum number of spans the queue of a given instance of an SDK span processor can hold.")
-            .with_callback(move |observer| observer.observe(capacity, &attributes))
-            .build();
-        let (counts, attributes) = (Arc::clone(&self.counts), exporter.clone());
-        meter
-            .u64_observable_counter("otel.sdk.exporter.span.exported")
-            .with_unit("{span}")
-            .with_description("The number of spans for which the export has finished, either successful or failed.")
-            .with_callback(move |observer| {
-                let rejected = counts.rejected.load(Ordering::Relaxed);
-                let failed = counts.failed.load(Ordering::Relaxed) - rejected;
-                observer.observe(counts.exported.load(Ordering::Relaxed), &attributes);
-                observer.observe(rejected, &with(&attributes, error("rejected")));
-                observer.observe(failed, &with(&attributes, error("_OTHER")));
-            })
-            .build();
-        let (counts, attributes) = (Arc::clone(&self.counts), exporter);
-        meter
-            .i64_observable_up_down_counter("otel.sdk.exporter.span.inflight")
-            .with_unit("{span}")
-            .with_description("The number of spans which were passed to the exporter, but that have not been exported yet (neither successful, nor failed).")
-            .with_callback(move |observer| {
-                observer.observe(as_i64(counts.inflight.load(Ordering::Relaxed)), &attributes);
-            })
-            .build();
+        observe_processor(meter, &self.counts);
+        observe_exporter(meter, &self.counts, self.exporter_type);
     }
+}
+
+/// The processor's metrics: spans processed (submitted to the exporter, or
+/// dropped), the queue's size and capacity.
+fn observe_processor(meter: &Meter, counts: &Arc<Counts>) {
+    let attributes = component("batching_span_processor");
+    let (processed, ok) = (Arc::clone(counts), attributes.clone());
+    let dropped = with_error_type(&attributes, "queue_full");
+    meter
+        .u64_observable_counter("otel.sdk.processor.span.processed")
+        .with_unit("{span}")
+        .with_description("The number of spans for which the processing has finished, either successful or failed.")
+        .with_callback(move |observer| {
+            observer.observe(processed.submitted.load(Ordering::Relaxed), &ok);
+            observer.observe(processed.dropped.load(Ordering::Relaxed), &dropped);
+        })
+        .build();
+    let (queued, size) = (Arc::clone(counts), attributes.clone());
+    meter
+        .i64_observable_up_down_counter("otel.sdk.processor.span.queue.size")
+        .with_unit("{span}")
+        .with_description(
+            "The number of spans in the queue of a given instance of an SDK span processor.",
+        )
+        .with_callback(move |observer| {
+            let waiting = queued.queued.load(Ordering::Relaxed);
+            let exporting = queued.inflight.load(Ordering::Relaxed);
+            observer.observe(as_i64(waiting.saturating_sub(exporting)), &size);
+        })
+        .build();
+    let capacity = as_i64(counts.capacity);
+    meter
+        .i64_observable_up_down_counter("otel.sdk.processor.span.queue.capacity")
+        .with_unit("{span}")
+        .with_description("The maximum number of spans the queue of a given instance of an SDK span processor can hold.")
+        .with_callback(move |observer| observer.observe(capacity, &attributes))
+        .build();
+}
+
+/// The exporter's metrics: spans through an export, by outcome, and in one.
+fn observe_exporter(meter: &Meter, counts: &Arc<Counts>, component_type: &'static str) {
+    let attributes = component(component_type);
+    let (exported, ok) = (Arc::clone(counts), attributes.clone());
+    let rejected = with_error_type(&attributes, "rejected");
+    let failed = with_error_type(&attributes, "_OTHER");
+    meter
+        .u64_observable_counter("otel.sdk.exporter.span.exported")
+        .with_unit("{span}")
+        .with_description(
+            "The number of spans for which the export has finished, either successful or failed.",
+        )
+        .with_callback(move |observer| {
+            let counts = &exported;
+            observer.observe(counts.exported.load(Ordering::Relaxed), &ok);
+            observer.observe(counts.rejected.load(Ordering::Relaxed), &rejected);
+            observer.observe(counts.failed_exports.load(Ordering::Relaxed), &failed);
+        })
+        .build();
+    let inflight = Arc::clone(counts);
+    meter
+        .i64_observable_up_down_counter("otel.sdk.exporter.span.inflight")
+        .with_unit("{span}")
+        .with_description("The number of spans which were passed to the exporter, but that have not been exported yet (neither successful, nor failed).")
+        .with_callback(move |observer| {
+            observer.observe(as_i64(inflight.inflight.load(Ordering::Relaxed)), &attributes);
+        })
+        .build();
+}
+
+/// `attributes` and `error.type`.
+fn with_error_type(attributes: &[KeyValue], error_type: &'static str) -> Vec<KeyValue> {
+    let error = KeyValue::new("error.type", error_type);
+    attributes.iter().cloned().chain([error]).collect()
 }
 
 /// `otel.component.type` and `otel.component.name` of a component, the name
@@ -609,13 +642,12 @@ impl SpanTally {
     /// the spans still queued count as lost.
     #[must_use]
     pub fn lost(&self) -> Lost {
-        let counts = &self.counts;
-        let admitted = counts.admitted.load(Ordering::Acquire);
-        let through = counts.through.load(Ordering::Acquire);
+        let ledger = self.counts.ledger();
+        let admitted = self.counts.admitted.load(Ordering::Acquire);
         Lost {
             dropped: self.own.dropped.load(Ordering::Relaxed),
             failed: self.own.failed.load(Ordering::Relaxed),
-            queued: admitted.saturating_sub(through.max(self.own.first)),
+            queued: admitted.saturating_sub(ledger.through.max(self.own.first)),
         }
     }
 }
@@ -695,8 +727,8 @@ struct InFlight<'a> {
 
 impl InFlight<'_> {
     fn end(mut self, result: OTelSdkResult) -> OTelSdkResult {
-        self.counts.export_ended(self.spans, &result);
         self.ended = true;
+        self.counts.export_ended(self.spans, &result);
         result
     }
 }
@@ -719,8 +751,11 @@ impl<S: tracing::Subscriber> Layer<S> for Rejections {
         struct RejectedSpans(u64);
         impl Visit for RejectedSpans {
             fn record_i64(&mut self, field: &Field, value: i64) {
+                self.record_u64(field, u64::try_from(value).unwrap_or(0));
+            }
+            fn record_u64(&mut self, field: &Field, value: u64) {
                 if field.name() == "rejected_spans" {
-                    self.0 = u64::try_from(value).unwrap_or(0);
+                    self.0 = value;
                 }
             }
             fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
@@ -743,14 +778,14 @@ mod tests {
     use opentelemetry_sdk::error::OTelSdkError;
     use tokio::time::Instant;
 
-    use super::{Counts, LINE_PERIOD, Lost, OnQueueFull, SpanQueue};
+    use super::{Counts, Lost, OnQueueFull, SpanQueue};
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn queue(capacity: usize) -> SpanQueue {
         let on_full = OnQueueFull::Block { timeout: TIMEOUT };
         SpanQueue {
-            counts: Arc::new(Counts::new(capacity, on_full, LINE_PERIOD)),
+            counts: Arc::new(Counts::new(capacity, on_full)),
             ..SpanQueue::default()
         }
     }
@@ -784,7 +819,8 @@ mod tests {
         let started = Instant::now();
         let since = || started.elapsed().as_millis();
         assert!((0..4).all(|_| queue.counts.admit()));
-        for (after, at) in [(5000, 5000), (9000, 14_000), (300, 14_300)] {
+        // 1 s, then more than twice that, then nearly the timeout.
+        for (after, at) in [(1000, 1000), (5000, 6000), (9000, 15_000)] {
             export(&queue, 2, after, true);
             queue.room_for(2).await;
             assert_eq!(since(), at, "waited for an export of {after} ms");
@@ -795,7 +831,7 @@ mod tests {
         assert!(failing(&queue), "an export ended in an error");
         assert!(queue.counts.admit() && queue.counts.admit());
         queue.room_for(2).await;
-        assert_eq!(since(), 14_400, "no wait while failing");
+        assert_eq!(since(), 15_100, "no wait while failing");
         export(&queue, 2, 50, true);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!failing(&queue), "a success clears it");
@@ -803,10 +839,34 @@ mod tests {
         // Hung: no export ends within the timeout.
         export(&queue, 2, 60_000, true);
         queue.room_for(2).await;
-        assert_eq!(since(), 14_500 + 10_000, "the timeout, once");
+        assert_eq!(since(), 15_200 + 10_000, "the timeout, once");
         assert!(failing(&queue));
         queue.drain().await;
-        assert_eq!(since(), 24_500, "nor a drain");
+        assert_eq!(since(), 25_200, "nor a drain");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_producer_has_the_queue_exported_now_not_after_the_schedule_delay() {
+        use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+        use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+
+        // 15 spans, fewer than an export holds: the processor would send
+        // them after its 5 s delay, and the waiter take it for failing at 1 s.
+        let (provider, queue) = SpanQueue::builder(InMemorySpanExporter::default())
+            .with_capacity(20)
+            .with_export_batch_size(20)
+            .on_queue_full(OnQueueFull::Block {
+                timeout: Duration::from_secs(1),
+            })
+            .build(SdkTracerProvider::builder());
+        let tracer = provider.tracer("test");
+        (0..15).for_each(|_| drop(tracer.start("span")));
+        queue.room_for(10).await;
+        assert!(
+            !failing(&queue),
+            "room came from an export, not the timeout"
+        );
+        assert_eq!(queue.counts.queued(), 0);
     }
 
     #[tokio::test(start_paused = true)]

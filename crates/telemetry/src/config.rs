@@ -179,7 +179,7 @@ pub struct TelemetryConfig {
     /// The trace exporter's `otel.component.type`, for its metrics.
     pub span_exporter_type: &'static str,
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS`: how long the flush at exit may take,
-    /// all signals together.
+    /// all signals together (half for traces, then half for the others).
     pub shutdown_timeout: Duration,
     /// Where each signal's OTLP export goes, for messages, in [`Signal::ALL`] order.
     pub endpoints: Vec<String>,
@@ -391,8 +391,10 @@ fn number(get: Variables<'_>, variable: &str) -> Result<Option<u64>, ConfigError
 /// without an export ending: `OTEL_BSP_ON_QUEUE_FULL` and
 /// `OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`, the names the specification's
 /// proposal gives them (pull request 5181), so that the day the SDK blocks
-/// by itself they keep their meaning. The timeout is by default the trace
-/// exporter's own, which the OTLP exporter resolves the same way.
+/// by itself they keep their meaning. The timeout is by default twice the
+/// trace exporter's own, resolved as the OTLP exporter resolves it: the
+/// exporter gives an export up at its timeout, but a retry it began just
+/// before runs up to one timeout more.
 fn on_queue_full(get: Variables<'_>, can_wait: bool) -> Result<OnQueueFull, ConfigError> {
     let allowed: &[&str] = if can_wait {
         &["block", "drop"]
@@ -411,11 +413,15 @@ fn on_queue_full(get: Variables<'_>, can_wait: bool) -> Result<OnQueueFull, Conf
     .into_iter()
     .map(|variable| number(get, variable))
     .collect::<Result<Vec<_>, _>>()?;
-    let timeout = millis
-        .into_iter()
-        .flatten()
-        .next()
-        .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis);
+    let timeout = match millis[..] {
+        [Some(own), ..] => Duration::from_millis(own),
+        [None, traces, common] => {
+            2 * traces
+                .or(common)
+                .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis)
+        }
+        _ => DEFAULT_EXPORT_TIMEOUT,
+    };
     Ok(if block {
         OnQueueFull::Block { timeout }
     } else {
@@ -614,26 +620,32 @@ mod tests {
         let seconds = |seconds| OnQueueFull::Block {
             timeout: Duration::from_secs(seconds),
         };
-        assert_eq!(block(&[]), seconds(10));
+        // Twice the exporter's timeout: a retry it began just before its
+        // timeout runs up to one timeout more.
+        assert_eq!(block(&[]), seconds(20));
         let common = ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000");
-        assert_eq!(block(&[common]), seconds(3));
+        assert_eq!(block(&[common]), seconds(6));
         let traces = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "4000");
-        assert_eq!(block(&[common, traces]), seconds(4));
+        assert_eq!(block(&[common, traces]), seconds(8));
         let own = ("OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT", "60000");
         assert_eq!(block(&[own, traces]), seconds(60));
-        assert_eq!(
-            block(&[("OTEL_BSP_ON_QUEUE_FULL", "DROP")]),
-            OnQueueFull::Drop
-        );
-        let answering_requests = |value: &str| {
-            let get = |name: &str| (name == "OTEL_BSP_ON_QUEUE_FULL").then(|| value.to_owned());
+        let on_full = |value| [("OTEL_BSP_ON_QUEUE_FULL", value)];
+        assert_eq!(block(&on_full("DROP")), OnQueueFull::Drop);
+        assert_eq!(block(&on_full("Block")), seconds(20));
+        let answering_requests = |value: Option<&str>| {
+            let get = |name: &str| {
+                value
+                    .filter(|_| name == "OTEL_BSP_ON_QUEUE_FULL")
+                    .map(str::to_owned)
+            };
             TelemetryConfig::from_variables(&get, "api", "1.0", SpanLimits::default())
                 .map(|config| config.on_queue_full)
         };
-        assert_eq!(answering_requests("drop").unwrap(), OnQueueFull::Drop);
+        assert_eq!(answering_requests(None).unwrap(), OnQueueFull::Drop);
+        assert_eq!(answering_requests(Some("DROP")).unwrap(), OnQueueFull::Drop);
         assert_eq!(
-            answering_requests("block").unwrap_err().to_string(),
-            "OTEL_BSP_ON_QUEUE_FULL=\"block\" is not supported: expected drop"
+            answering_requests(Some("BLOCK")).unwrap_err().to_string(),
+            "OTEL_BSP_ON_QUEUE_FULL=\"BLOCK\" is not supported: expected drop"
         );
     }
 

@@ -118,9 +118,11 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
     opentelemetry::global::set_tracer_provider(telemetry.tracer.clone());
     if let Some(meter) = &telemetry.meter {
         opentelemetry::global::set_meter_provider(meter.clone());
-        telemetry
-            .spans
-            .observe(&meter.meter(env!("CARGO_PKG_NAME")));
+        if config.exporter(config::Signal::Traces) != config::Exporter::None {
+            telemetry
+                .spans
+                .observe(&meter.meter(env!("CARGO_PKG_NAME")));
+        }
     }
     let slot = layers::DispatchSlot::default();
     let mut layers = layers::layers(
@@ -163,15 +165,15 @@ impl Telemetry {
         self.spans.clone()
     }
 
-    /// Flushes the spans and shuts the trace exporter down, within
-    /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS` (5 s by default): from then on what a
-    /// tally of the queue counts is final. Once; [`Telemetry::shutdown`]
-    /// does it if it was not done.
+    /// Flushes the spans and shuts the trace exporter down, within half of
+    /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS` (5 s by default): from then
+    /// on what a tally of the queue counts is final. Once;
+    /// [`Telemetry::shutdown`] does it if it was not done.
     pub async fn shutdown_traces(&self) {
         self.traces_shut_down
             .get_or_init(|| async {
                 let tracer = self.tracer.clone();
-                let timeout = self.shutdown_timeout;
+                let timeout = self.shutdown_timeout / 2;
                 let shutting_down = in_background(move || tracer.shutdown_with_timeout(timeout));
                 let deadline = tokio::time::Instant::now() + timeout;
                 warn_unless_flushed_by(deadline, [("traces", Some(shutting_down))]).await;
@@ -179,11 +181,12 @@ impl Telemetry {
             .await;
     }
 
-    /// Shuts down traces first (whose count of spans not exported, said here,
-    /// is then final), then metrics and logs, which carry that count and that
-    /// line: each step within `TELEMETRY_SHUTDOWN_TIMEOUT_MS` however long an
-    /// endpoint takes to answer. What could not be flushed is lost, and a
-    /// warning says so.
+    /// Shuts down traces first, whose count of spans not exported, said here,
+    /// is then final, then metrics and logs, whose last export carries that
+    /// count: within `TELEMETRY_SHUTDOWN_TIMEOUT_MS` in all however long an
+    /// endpoint takes to answer, half of it for traces, half for metrics and
+    /// logs together. What could not be flushed is lost, and a warning says
+    /// so.
     ///
     /// Each on a thread of its own, waited for here at most the timeout: the
     /// SDK's shutdowns block (blocking a runtime thread can deadlock the gRPC
@@ -195,14 +198,14 @@ impl Telemetry {
         let lost = self.all_spans.lost();
         if lost.total() > 0 {
             tracing::warn!(
-                "{} spans not exported in all: {} dropped with the export queue full, {} in failed exports, {} still queued at exit",
+                "{} spans not exported in all: {} dropped with the export queue full, {} failed or rejected in exports, {} still queued at exit",
                 lost.total(),
                 lost.dropped,
                 lost.failed,
                 lost.queued
             );
         }
-        let timeout = self.shutdown_timeout;
+        let timeout = self.shutdown_timeout / 2;
         let deadline = tokio::time::Instant::now() + timeout;
         let shutting_down = [
             (

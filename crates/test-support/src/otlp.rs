@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::CONTENT_ENCODING;
-use axum::http::{HeaderMap, StatusCode as HttpStatus};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode as HttpStatus};
+use axum::response::IntoResponse as _;
 use axum::routing::post;
 use flate2::read::GzDecoder;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server as logs;
@@ -382,7 +383,7 @@ async fn over_http<R: Export>(
     State(received): State<Shared>,
     headers: HeaderMap,
     body: Bytes,
-) -> HttpStatus {
+) -> axum::response::Response {
     let body = if headers
         .get(CONTENT_ENCODING)
         .is_some_and(|encoding| encoding == "gzip")
@@ -395,18 +396,45 @@ async fn over_http<R: Export>(
             .read_to_end(&mut inflated);
         match read {
             Ok(length) if length <= MAX_MESSAGE => Bytes::from(inflated),
-            _ => return HttpStatus::PAYLOAD_TOO_LARGE,
+            _ => return HttpStatus::PAYLOAD_TOO_LARGE.into_response(),
         }
     } else {
         body
     };
     match R::decode(body) {
-        Ok(request) => match received.answer(request).await.refusal {
-            None => HttpStatus::OK,
-            Some(_) => HttpStatus::SERVICE_UNAVAILABLE,
-        },
-        Err(_) => HttpStatus::BAD_REQUEST,
+        Ok(request) => over_http_as(&received.answer(request).await),
+        Err(_) => HttpStatus::BAD_REQUEST.into_response(),
     }
+}
+
+/// `answer` as OTLP/HTTP gives it: 429 for a receiver throttling (with
+/// `Retry-After`), 503 for another refusal, else 200 with the partial
+/// success, if any, in the body.
+fn over_http_as(answer: &Answer) -> axum::response::Response {
+    match (answer.refusal, answer.retry_after) {
+        (Some(Code::ResourceExhausted), delay) => {
+            let mut response = HttpStatus::TOO_MANY_REQUESTS.into_response();
+            if let Some(delay) = delay {
+                let seconds = HeaderValue::from(delay.as_secs());
+                response.headers_mut().insert(RETRY_AFTER, seconds);
+            }
+            response
+        }
+        (Some(_), _) => HttpStatus::SERVICE_UNAVAILABLE.into_response(),
+        (None, _) => {
+            let partial_success = partial_success(answer);
+            let body = trace::ExportTraceServiceResponse { partial_success }.encode_to_vec();
+            ([(CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+        }
+    }
+}
+
+/// The partial success of an accepted trace export, when it rejected spans.
+fn partial_success(answer: &Answer) -> Option<ExportTracePartialSuccess> {
+    (answer.rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: i64::try_from(answer.rejected).unwrap_or(i64::MAX),
+        error_message: "rejected by the test's receiver".to_owned(),
+    })
 }
 
 #[derive(Clone)]
@@ -435,12 +463,8 @@ impl traces::TraceService for Collector {
         request: Request<trace::ExportTraceServiceRequest>,
     ) -> Result<Response<trace::ExportTraceServiceResponse>, Status> {
         let answer = self.over_grpc(request).await?;
-        let partial_success = (answer.rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: i64::try_from(answer.rejected).unwrap_or(i64::MAX),
-            error_message: "rejected by the test's receiver".to_owned(),
-        });
         Ok(Response::new(trace::ExportTraceServiceResponse {
-            partial_success,
+            partial_success: partial_success(&answer),
         }))
     }
 }
