@@ -13,7 +13,9 @@ machine, side by side, printed as a table with ratios:
 - the spans each run dropped (the API says so at exit, the batch in its
   summary), and orders-api at its peak against receivers that answer each
   export after a fixed delay, with the SDK's export settings and with the
-  services' own.
+  services' own;
+- orders-batch --once against receivers slow, uneven and refusing, and with
+  --baseline-batch an earlier build of it beside this one, taking turns.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/benchmark.py
 
@@ -85,23 +87,36 @@ SEED = ("INSERT INTO orders (id, customer_id, items, total_cents, created_at, tr
         "FROM generate_series(1, {n}) AS i")
 
 
-class Received:
-    """A null OTLP/HTTP receiver: answers every export, `delay` seconds after
-    it arrived, and counts its bytes."""
+def accepted_after(delay):
+    """Every export accepted, `delay` seconds after it arrived."""
+    return lambda _: (delay, 200, {})
 
-    def __init__(self, delay=0.0):
-        self.bytes, self.lock = 0, threading.Lock()
+
+class Received:
+    """A null OTLP/HTTP receiver: answers the n-th trace export (from 1) as
+    `answer(n)` says, (seconds to wait, HTTP status, headers), everything else
+    at once, and counts the bytes of what it accepts."""
+
+    def __init__(self, answer=accepted_after(0.0)):
+        self.bytes, self.lock, self.traces = 0, threading.Lock(), 0
         received = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                with received.lock:
-                    received.bytes += len(body)
+                delay, status, headers = 0, 200, {}
+                if self.path.endswith("/v1/traces"):
+                    with received.lock:
+                        received.traces += 1
+                        n = received.traces
+                    delay, status, headers = answer(n)
+                if status == 200:
+                    with received.lock:
+                        received.bytes += len(body)
                 time.sleep(delay)
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
+                self.send_response(status)
+                for name, value in {**headers, "content-type": "application/x-protobuf", "content-length": "0"}.items():
+                    self.send_header(name, value)
                 self.end_headers()
 
             def log_message(self, *args):
@@ -231,13 +246,14 @@ def pgbench(database, script, clients, seconds):
             "p50": micros[len(micros) // 2] / 1000, "p99": micros[len(micros) * 99 // 100] / 1000}
 
 
-def batch_seconds(database, receiver, size):
-    """How long orders-batch --once takes, its peak RSS and the spans it dropped."""
+def batch_seconds(database, receiver, size, binary=None, settings=None):
+    """How long orders-batch --once (this build's, or `binary`) takes, its
+    peak RSS and the spans it dropped."""
     receiver.take()
     env = {**COMPOSE_TELEMETRY, "DATABASE_URL": database, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-           "BATCH_MAX_SIZE": str(size)}
+           "BATCH_MAX_SIZE": str(size), **(settings or {})}
     started = time.monotonic()
-    output, _, rss = run_measured([os.path.join(RELEASE, "orders-batch"), "--once"], env)
+    output, _, rss = run_measured([binary or os.path.join(RELEASE, "orders-batch"), "--once"], env)
     return time.monotonic() - started, rss, dropped(output, r"spans_dropped=(\d+)")
 
 
@@ -258,6 +274,10 @@ def batch(args, database, receiver, size, start_and_exit):
                          capture_output=True, text=True, check=True)
     run["raw"] = float(re.search(rf"raw loop: {args.orders} orders in [\d.]+ s, ([\d.]+)/s", raw.stdout)[1])
     run["ratio"] = run["rate"] / run["raw"]
+    if args.baseline_batch:
+        pending_orders(database, args.orders)
+        seconds, _, _ = batch_seconds(database, receiver, size, args.baseline_batch)
+        run["baseline ratio"] = args.orders / (seconds - start_and_exit) / run["raw"]
     return run
 
 
@@ -274,6 +294,33 @@ def medians(runs):
 
 def bytes_per_order(run):
     return "—" if run["bytes"] is None else f"{run['bytes']:.0f}"
+
+
+# Receivers a batch meets: slow, uneven, refusing (HTTP's retryable answers;
+# 429 with Retry-After as a throttling receiver sends it), each with the most
+# spans in one export: fewer, larger exports against the slow one, more
+# against the others so that their unevenness shows.
+SLOW_RECEIVERS = {
+    "each export after 2 s": (accepted_after(2.0), 2048),
+    "100 ms, the 6th 1.5 s, every 6th after 3.5 s": (lambda n: (1.5 if n == 6 else 3.5 if n % 6 == 0 else 0.1, 200, {}), 512),
+    "every 5th 503, every 7th 429 Retry-After 1 s": (lambda n: (0, 503, {}) if n % 5 == 0 else (0, 429, {"retry-after": "1"}) if n % 7 == 0 else (0.05, 200, {}), 512),
+}
+
+
+def batch_against_slow_receivers(args, database):
+    """orders-batch --once over --slow-orders orders against each of
+    SLOW_RECEIVERS, and beside it --baseline-batch's."""
+    rows = []
+    for name, (answer, export_size) in SLOW_RECEIVERS.items():
+        receiver = Received(answer)
+        builds = [("this build", None)] + ([("baseline", args.baseline_batch)] if args.baseline_batch else [])
+        for label, binary in builds:
+            pending_orders(database, args.slow_orders)
+            settings = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(export_size)}
+            seconds, _, lost = batch_seconds(database, receiver, 1000, binary, settings)
+            rows.append((f"{name}, exports of {export_size}", label, seconds, lost))
+        receiver.server.shutdown()
+    return rows
 
 
 def api_against_slow_receivers(args, database):
@@ -298,6 +345,9 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="runs of each, whose median is printed")
     parser.add_argument("--export-delays-ms", default="0,25,50,100,200",
                         help="orders-api against receivers answering each export after these delays (empty: skip)")
+    parser.add_argument("--slow-orders", type=int, default=20_000,
+                        help="pending orders for orders-batch against each slow receiver (0: skip)")
+    parser.add_argument("--baseline-batch", help="an earlier orders-batch binary, run beside this build's")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or sys.exit("DATABASE_URL names a PostgreSQL server")
     for tool in ("pgbench", "wrk"):
@@ -318,6 +368,7 @@ def main():
         start_and_exit, _, _ = batch_seconds(database, receiver, 1000)
         sizes = [int(size) for size in args.batch_sizes.split(",")]
         batches = {size: medians([batch(args, database, receiver, size, start_and_exit) for _ in range(args.runs)]) for size in sizes}
+        slow_batches = batch_against_slow_receivers(args, database) if args.slow_orders else []
     finally:
         psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     tls = "TLS" if "sslmode=disable" not in server else "plain TCP"
@@ -329,10 +380,17 @@ def main():
     print(f"{'raw INSERT (pgbench)':<26}{raw['rate']:>10.0f}{raw['p50']:>9.2f}{raw['p99']:>9.2f}")
     print(f"ratios: export on / raw INSERT {on['rate'] / raw['rate']:.2f}; export on / SDK disabled {on['rate'] / off['rate']:.2f}")
     print(f"\norders-batch --once over {args.orders} pending orders, export on, median of {args.runs} (its start and exit, {start_and_exit:.2f} s with nothing pending, left out)")
-    print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'raw loop/s':>12}{'ratio':>8}{'peak RSS MB':>13}{'OTLP B/order':>14}{'dropped':>9}")
+    baseline = f"{'baseline ratio':>16}" if args.baseline_batch else ""
+    print(f"{'BATCH_MAX_SIZE':<16}{'orders/s':>10}{'raw loop/s':>12}{'ratio':>8}{'peak RSS MB':>13}{'OTLP B/order':>14}{'dropped':>9}{baseline}")
     for size, run in batches.items():
+        baseline = f"{run['baseline ratio']:>16.2f}" if args.baseline_batch else ""
         print(f"{size:<16}{run['rate']:>10.0f}{run['raw']:>12.0f}{run['ratio']:>8.2f}{run['rss']:>13.1f}"
-              f"{bytes_per_order(run):>14}{run['dropped']:>9}")
+              f"{bytes_per_order(run):>14}{run['dropped']:>9}{baseline}")
+    if slow_batches:
+        print(f"\norders-batch --once over {args.slow_orders} pending orders against slow receivers, one run each")
+        print(f"{'receiver':<64}{'build':<12}{'seconds':>9}{'orders/s':>10}{'dropped':>9}")
+        for name, label, seconds, lost in slow_batches:
+            print(f"{name:<64}{label:<12}{seconds:>9.1f}{args.slow_orders / seconds:>10.0f}{lost:>9}")
     if slow:
         print(f"\norders-api flat out against a receiver answering each export after a delay, one run each ({COMPOSE_TELEMETRY['OTEL_EXPORTER_OTLP_COMPRESSION']})")
         print(f"{'delay ms':<10}{'export settings':<18}{'orders/s':>10}{'spans':>10}{'dropped':>9}{'dropped %':>11}")
