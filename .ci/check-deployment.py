@@ -77,6 +77,11 @@ for deprecated in ("otlp", "otlphttp", "resourcedetection"):
     names = [name.split("/")[0] for name in [*ours["exporters"], *ours["processors"]]]
     check(deprecated not in names, f"otel-collector.yaml uses the deprecated {deprecated}")
 
+# The image runs the release the tests build the collector from.
+release = yaml.safe_load((ROOT / "collector/builder-config.yaml").read_text())["dist"]["version"]
+image = local["otel-collector"]["image"]
+check(image == f"otel/opentelemetry-collector-contrib:{release}", f"the collector's image is {image}, not the release collector/builder-config.yaml builds ({release})")
+
 port = lambda endpoint: endpoint.rsplit(":", 1)[1]
 grpc = port(ours["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])
 for name in ("orders-api", "orders-batch"):

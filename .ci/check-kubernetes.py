@@ -29,6 +29,8 @@ import tempfile
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The collector release the tests build (collector/builder-config.yaml): the image to run.
+RELEASE = yaml.safe_load((ROOT / "collector/builder-config.yaml").read_text())["dist"]["version"]
 VALIDATE = pathlib.Path(sys.executable).parent / "kubernetes-validate"
 PODS = {"Deployment": "spec.template.spec", "StatefulSet": "spec.template.spec", "DaemonSet": "spec.template.spec",
         "ReplicaSet": "spec.template.spec", "Job": "spec.template.spec",
@@ -124,6 +126,8 @@ for render, text in renders.items():
             tag = image.split("@")[0].rsplit("/", 1)[-1].partition(":")[2]
             check(tag, f"{at}: image {image!r} has no tag (does a kustomization's images: name it?)")
             check(tag != "latest", f"{at}: image {image!r} is tagged latest: give it a release's tag")
+            if image.startswith("otel/opentelemetry-collector-contrib:"):
+                check(tag == RELEASE, f"{at}: image {image!r} is not the release collector/builder-config.yaml builds ({RELEASE})")
             for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
                 for handler in ("httpGet", "tcpSocket", "grpc"):
                     port = dig(container, f"{probe}.{handler}.port")

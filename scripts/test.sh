@@ -10,7 +10,11 @@
 #   postgres), stopped and deleted when this script exits, however it exits;
 # - the pinned docker-compose that the compose-environment tests run
 #   (.ci/tools/.venv, with the other deployment linters CI pins), installed
-#   when missing.
+#   when missing;
+# - the project's collector (collector/builder-config.yaml, by the
+#   OpenTelemetry Collector Builder) and Jaeger (.ci/tools/jaeger), the
+#   chain's tests run, built with Go into target/ when missing or older than
+#   their pins (Go's caches make a rebuild quick).
 # What it cannot install it names in one line, and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +28,7 @@ root() { [ "$(id -u)" = 0 ]; }
 
 command -v cargo >/dev/null || missing "cargo is missing: install Rust (https://rustup.rs)"
 command -v python3 >/dev/null || missing "python3 is missing: install python3 and python3-venv"
+command -v go >/dev/null || missing "go is missing: install Go 1.26 (https://go.dev/dl/): the tests build the project's collector and Jaeger with it"
 command -v kubectl >/dev/null || missing "kubectl is missing: install kubectl 1.32 (the tests render kubernetes/ with its kustomize; https://kubernetes.io/docs/tasks/tools/)"
 [ -x "$venv/bin/pip" ] || python3 -c 'import ensurepip' 2>/dev/null ||
   missing "python3 cannot create a virtual environment: install python3-venv"
@@ -43,6 +48,21 @@ fi
 # Quick, and offline, when the pins are installed already.
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r .ci/tools/requirements.txt ||
   missing "cannot install .ci/tools/requirements.txt from PyPI: check the network or proxy (pip's error above)"
+
+# Built once; rebuilt when a pin is newer than the build.
+build() {
+  local what="$1" built="$2" pins="$3"
+  shift 3
+  [ "$built" -nt "$pins" ] && return
+  echo "scripts/test.sh: building $what into $(dirname "$built") (Go's module and build caches make it quick after the first time)"
+  mkdir -p target
+  "$@" >"target/build-$(basename "$built").log" 2>&1 ||
+    { tail -n 20 "target/build-$(basename "$built").log" >&2; missing "cannot build $what with Go (its log above): check the Go module proxy (GOPROXY)"; }
+}
+build "the collector" target/otelcol/otelcol-orders collector/builder-config.yaml \
+  go run go.opentelemetry.io/collector/cmd/builder@v0.165.0 --config collector/builder-config.yaml
+build "Jaeger" target/jaeger/jaeger .ci/tools/jaeger/go.mod \
+  sh -c 'cd .ci/tools/jaeger && go build -o ../../../target/jaeger/jaeger github.com/jaegertracing/jaeger/cmd/jaeger'
 
 if [ -z "${DATABASE_URL:-}" ]; then
   tmp="$(mktemp -d)"

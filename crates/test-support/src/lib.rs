@@ -1,9 +1,11 @@
-//! What the services' tests share: a real OTLP receiver, the binaries run as
+//! What the services' tests share: a real OTLP receiver, the real chain (the
+//! project's collector and Jaeger as its backend), the binaries run as
 //! processes, the environment `docker-compose.yml` and `kubernetes/` give
 //! them as Compose and kustomize themselves read them, and the settings that
 //! point a binary at a test's database and receiver. Test-only: a
 //! dev-dependency, never a dependency of the services.
 
+mod chain;
 mod compose;
 mod kubernetes;
 mod otlp;
@@ -20,6 +22,7 @@ use sqlx::{ConnectOptions as _, PgPool};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use chain::{Jaeger, StoredSpan, asked_until, collector_binary, start_collector};
 pub use compose::compose_environment;
 pub use kubernetes::{Container, HttpProbe, kubernetes_container};
 pub use otlp::{Answer, OtlpReceiver, ReceivedSpan, body, hex, named, string};
@@ -39,6 +42,27 @@ fn pinned_python() -> PathBuf {
 
 /// How to install the tools CI pins.
 const INSTALL_PINNED_TOOLS: &str = "python3 -m venv .ci/tools/.venv && .ci/tools/.venv/bin/pip install -r .ci/tools/requirements.txt";
+
+/// `yaml` as JSON, read by the pinned `PyYAML`.
+#[must_use]
+pub fn yaml_as_json(yaml: &str) -> serde_json::Value {
+    const TO_JSON: &str = "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))";
+    let mut python = std::process::Command::new(pinned_python())
+        .args(["-c", TO_JSON])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("the pinned tools' Python: {error}; install it: {INSTALL_PINNED_TOOLS}")
+        });
+    if let Some(mut stdin) = python.stdin.take() {
+        std::io::Write::write_all(&mut stdin, yaml.as_bytes())
+            .unwrap_or_else(|error| panic!("PyYAML's stdin: {error}"));
+    }
+    let json = stdout_of("PyYAML", python.wait_with_output());
+    serde_json::from_slice(&json).unwrap_or_else(|error| panic!("PyYAML's JSON: {error}"))
+}
 
 /// What a tool printed, once it ran and succeeded; else fails with what it
 /// wrote on stderr, `what` naming it.
