@@ -8,22 +8,17 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
-use common::{Target, batch_of_each_order, binary, check_reconcile_spans, link, with};
+use common::{
+    Target, batch_of_each_order, binary, check_reconcile_spans, link, with, workspace_binary,
+};
 use common::{sampled_targets, stored_targets, summary};
 use orders_test_support::{OtlpReceiver, Process, ReceivedSpan, WAIT, free_port, named, otel_env};
 use sqlx::PgPool;
 
 const ORDERS: usize = 10_000;
-
-/// The workspace binary `name` (`cargo test --workspace` builds it beside
-/// this crate's own), or the build the environment variable `variable` names.
-fn workspace_binary(variable: &str, name: &str) -> PathBuf {
-    let built = Path::new(env!("CARGO_BIN_EXE_orders-batch")).with_file_name(name);
-    orders_test_support::binary(variable, built.to_str().unwrap())
-}
 
 /// Posts [`ORDERS`] orders with orders-load to orders-api sampling one trace
 /// in ten; returns where its exported `receive-order` spans are, and how many

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
@@ -22,6 +22,13 @@ use uuid::Uuid;
 /// The orders-batch binary under test.
 pub fn binary() -> PathBuf {
     orders_test_support::binary("ORDERS_BATCH_BIN", env!("CARGO_BIN_EXE_orders-batch"))
+}
+
+/// The workspace binary `name` (`cargo test --workspace` builds it beside
+/// this crate's own), or the build the environment variable `variable` names.
+pub fn workspace_binary(variable: &str, name: &str) -> PathBuf {
+    let built = Path::new(env!("CARGO_BIN_EXE_orders-batch")).with_file_name(name);
+    orders_test_support::binary(variable, built.to_str().unwrap())
 }
 
 /// `env` and `more`.

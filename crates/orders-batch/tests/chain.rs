@@ -1,0 +1,300 @@
+//! The whole chain, as `docker compose up` runs it but for the backend:
+//! orders-api and orders-batch (release builds in CI) export over OTLP to the
+//! project's collector, built from `collector/builder-config.yaml` and
+//! running the repository's `otel-collector.yaml` unchanged, its exporter
+//! pointed at Jaeger v2 by the environment compose sets. Orders are posted
+//! with `scripts/post-orders.sh` (curl, as the README does), the batch runs
+//! `--once`, and what a user would click through is asked of Jaeger's own
+//! query API only.
+//!
+//! The collector listens on otel-collector.yaml's fixed ports: the tests here
+//! take turns.
+
+#![allow(clippy::unwrap_used, reason = "test set-up fails loudly")]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{binary, bulk_seed, stored_targets, summary, with, workspace_binary};
+use orders_test_support::{
+    Jaeger, Process, StoredSpan, WAIT, asked_until, database_url, free_port, repository_root,
+    start_collector,
+};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+
+/// One collector at a time: it binds otel-collector.yaml's ports.
+static CHAIN: Mutex<()> = Mutex::const_new(());
+
+/// The environment compose gives the collector, sending to `backend`.
+fn collector_env(backend: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        ("SIGNOZ_OTLP_ENDPOINT", backend.to_string()),
+        ("SIGNOZ_OTLP_INSECURE", "true".to_owned()),
+        ("SIGNOZ_INGESTION_KEY", String::new()),
+    ]
+}
+
+/// A service's environment: its database, OTLP/gRPC to the collector.
+fn service_env(pool: &PgPool) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url(pool)),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://127.0.0.1:4317".to_owned(),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+    ]
+}
+
+/// orders-api, serving.
+async fn start_api(pool: &PgPool) -> (Process, String) {
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut env = service_env(pool);
+    env.push(("LISTEN_ADDR", address.clone()));
+    let api = Process::spawn(workspace_binary("ORDERS_API_BIN", "orders-api"), &[], &env)
+        .serving(&format!("http://{address}/readyz"))
+        .await;
+    (api, format!("http://{address}"))
+}
+
+/// Posts `count` orders with scripts/post-orders.sh; each order's id and its
+/// stored `receive-order` span (trace id, span id).
+fn post_orders(api: &str, count: usize) -> BTreeMap<String, (String, String)> {
+    let posted = Command::new(repository_root().join("scripts/post-orders.sh"))
+        .arg(count.to_string())
+        .env("ORDERS_API_URL", api)
+        .output()
+        .unwrap();
+    assert!(posted.status.success(), "{posted:?}");
+    let orders = String::from_utf8(posted.stdout).unwrap();
+    orders
+        .lines()
+        .map(|line| {
+            let order: Value = serde_json::from_str(line).unwrap();
+            let traceparent = order["traceparent"].as_str().unwrap();
+            let fields: Vec<&str> = traceparent.split('-').collect();
+            let id = order["id"].as_str().unwrap().to_owned();
+            (id, (fields[1].to_owned(), fields[2].to_owned()))
+        })
+        .collect()
+}
+
+/// `orders-batch --once`, exporting to the collector, with `more`; its summary.
+async fn run_batch(pool: &PgPool, more: &[(&'static str, &str)]) -> String {
+    let env = with(service_env(pool), more);
+    let run = Process::spawn(binary(), &["--once"], &env).wait(WAIT).await;
+    run.assert_code(0);
+    summary(&run)
+}
+
+/// Every order linked from a `process-batch` span Jaeger holds, by order id:
+/// (trace id, span id) of the link, and of its batch span.
+type Linked = BTreeMap<String, ((String, String), (String, String))>;
+
+fn linked(batches: &[StoredSpan]) -> Linked {
+    let mut linked = BTreeMap::new();
+    for batch in batches.iter().filter(|span| span.name == "process-batch") {
+        for (trace_id, span_id, order) in &batch.links {
+            let target = (trace_id.clone(), span_id.clone());
+            let at = (batch.trace_id.clone(), batch.span_id.clone());
+            let order = order.clone().unwrap();
+            assert!(linked.insert(order, (target, at)).is_none(), "linked twice");
+        }
+    }
+    linked
+}
+
+/// Asks Jaeger until every order of `orders` is linked from a batch span;
+/// checks each link leads, in a trace of its own, to the order's
+/// `receive-order` span of orders-api.
+async fn assert_jaeger_follows_every_link(
+    jaeger: &Jaeger,
+    orders: &BTreeMap<String, (String, String)>,
+    wait: Duration,
+) -> Linked {
+    let all_linked = |spans: &[StoredSpan]| linked(spans).len() == orders.len();
+    let batches = asked_until(
+        wait,
+        || jaeger.find("orders-batch", "process-batch"),
+        all_linked,
+    )
+    .await;
+    let linked = linked(&batches);
+    let targets: BTreeMap<&String, &(String, String)> = linked
+        .iter()
+        .map(|(order, (target, _))| (order, target))
+        .collect();
+    assert_eq!(
+        targets,
+        orders.iter().collect(),
+        "the batch links each order's request"
+    );
+    for (order, (trace_id, span_id)) in orders {
+        let has_it = |spans: &[StoredSpan]| spans.iter().any(|span| &span.span_id == span_id);
+        let trace = asked_until(wait, || jaeger.trace(trace_id), has_it).await;
+        let request = trace.iter().find(|span| &span.span_id == span_id);
+        let request = request.unwrap_or_else(|| panic!("order {order}: its request's trace"));
+        assert_eq!(
+            (request.service.as_str(), request.name.as_str()),
+            ("orders-api", "receive-order")
+        );
+    }
+    linked
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn jaeger_follows_each_link_of_the_batch_to_its_orders_request(pool: PgPool) {
+    let _chain = CHAIN.lock().await;
+    let jaeger = Jaeger::start().await;
+    let collector = start_collector("otel-collector.yaml", &[], &collector_env(jaeger.otlp)).await;
+    let (api, url) = start_api(&pool).await;
+    let orders = post_orders(&url, 20);
+    assert!(
+        run_batch(&pool, &[])
+            .await
+            .starts_with("processed=20 failed=0")
+    );
+    let linked = assert_jaeger_follows_every_link(&jaeger, &orders, WAIT).await;
+    // The way back: each order names its batch span, which Jaeger holds.
+    let batches: BTreeSet<&(String, String)> = linked.values().map(|(_, batch)| batch).collect();
+    assert_eq!(batches.len(), 1, "20 orders, one batch");
+    for (order, (request, batch)) in &linked {
+        // As the README reads an order back.
+        let read = Command::new("curl")
+            .args(["-s", &format!("{url}/orders/{order}")])
+            .output();
+        let stored: Value = serde_json::from_slice(&read.unwrap().stdout).unwrap();
+        assert_eq!(stored["trace_id"], request.0.as_str(), "{stored}");
+        let batch_span = &stored["process_batch"];
+        assert_eq!(
+            (
+                batch_span["trace_id"].as_str(),
+                batch_span["span_id"].as_str()
+            ),
+            (Some(batch.0.as_str()), Some(batch.1.as_str()))
+        );
+    }
+    api.sigterm();
+    api.wait(WAIT).await.assert_code(0);
+    collector.sigterm();
+    let collector = collector.wait(WAIT).await;
+    collector.assert_code(0);
+    // The collector logs on stderr.
+    assert!(
+        collector.stderr.contains("Everything is ready"),
+        "{collector}"
+    );
+    let said = collector.stderr.to_lowercase();
+    assert!(
+        !said.contains("deprecat"),
+        "a deprecation warning\n{collector}"
+    );
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn with_the_backend_down_for_30_s_every_link_arrives_once_it_is_back(pool: PgPool) {
+    let _chain = CHAIN.lock().await;
+    // The collector takes everything and keeps retrying (its sending queue
+    // and retry_on_failure, as otel-collector.yaml configures them).
+    let backend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let down = tokio::time::Instant::now();
+    let collector = start_collector("otel-collector.yaml", &[], &collector_env(backend)).await;
+    let (api, url) = start_api(&pool).await;
+    let orders = post_orders(&url, 100);
+    let batch = run_batch(&pool, &[]).await;
+    assert_eq!(
+        batch,
+        "processed=100 failed=0 retrying=0 batches=1 failed_batches=0 unlinked=0 requeued=0 released=0"
+    );
+    api.sigterm();
+    api.wait(WAIT).await.assert_code(0);
+    tokio::time::sleep_until(down + Duration::from_secs(30)).await;
+    let jaeger = Jaeger::start_at(backend).await;
+    // The collector retries at growing intervals, up to 30 s apart.
+    assert_jaeger_follows_every_link(&jaeger, &orders, Duration::from_secs(90)).await;
+    drop(collector);
+}
+
+/// The spans the batch's traces hold in Jaeger: process-batch links by
+/// order, and the orders reconciled.
+async fn batch_side(jaeger: &Jaeger, orders: usize) -> (Linked, usize) {
+    let whole = |spans: &[StoredSpan]| linked(spans).len() == orders;
+    let spans = asked_until(WAIT, || jaeger.find("orders-batch", "process-batch"), whole).await;
+    let reconciled = spans.iter().filter(|span| span.name == "reconcile").count();
+    (linked(&spans), reconciled)
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_collector_whose_memory_limiter_refuses_loses_nothing_of_the_batch(pool: PgPool) {
+    let _chain = CHAIN.lock().await;
+    bulk_seed(&pool, 20_000).await;
+    // The test's override: a limit the batch's exports of 8192 spans pass
+    // now and then (a soft limit of 12 MiB of heap, checked every 100 ms).
+    let limit = std::env::temp_dir().join(format!("memory-limit-{}.yaml", free_port()));
+    let override_limit = "processors:\n  memory_limiter: {check_interval: 100ms, limit_mib: 16, spike_limit_mib: 4}\n";
+    std::fs::write(&limit, override_limit).unwrap();
+    let jaeger = Jaeger::start().await;
+    let also = format!("--config={}", limit.display());
+    let collector =
+        start_collector("otel-collector.yaml", &[&also], &collector_env(jaeger.otlp)).await;
+    let batch = run_batch(&pool, &[]).await;
+    assert_eq!(
+        batch,
+        "processed=20000 failed=0 retrying=0 batches=20 failed_batches=0 unlinked=0 requeued=0 released=0"
+    );
+    let (linked, reconciled) = batch_side(&jaeger, 20_000).await;
+    let stored = stored_targets(&pool).await;
+    let targets: BTreeMap<String, (String, String)> = linked
+        .into_iter()
+        .map(|(order, (target, _))| (order, target))
+        .collect();
+    assert_eq!(
+        targets,
+        stored.into_iter().collect(),
+        "every order linked to its request"
+    );
+    assert_eq!(reconciled, 20_000);
+    collector.sigterm();
+    let collector = collector.wait(WAIT).await;
+    assert!(
+        collector.stderr.contains("Refusing data"),
+        "the limiter never refused\n{collector}"
+    );
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_collector_restarted_mid_run_loses_nothing_while_its_backend_is_up(pool: PgPool) {
+    let _chain = CHAIN.lock().await;
+    bulk_seed(&pool, 20_000).await;
+    let jaeger = Jaeger::start().await;
+    let env = collector_env(jaeger.otlp);
+    let collector = start_collector("otel-collector.yaml", &[], &env).await;
+    let batch = Process::spawn(binary(), &["--once"], &service_env(&pool));
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stopped, it flushes what it holds to Jaeger; until it is back, the
+    // batch's exporter retries and the batch waits.
+    collector.sigterm();
+    collector.wait(WAIT).await.assert_code(0);
+    let stopped = started.elapsed();
+    let collector = start_collector("otel-collector.yaml", &[], &env).await;
+    let batch = batch.wait(WAIT).await;
+    batch.assert_code(0);
+    assert_eq!(
+        summary(&batch),
+        "processed=20000 failed=0 retrying=0 batches=20 failed_batches=0 unlinked=0 requeued=0 released=0"
+    );
+    assert!(
+        batch.ran_for > stopped,
+        "the run had ended before the restart\n{batch}"
+    );
+    let (linked, reconciled) = batch_side(&jaeger, 20_000).await;
+    assert_eq!((linked.len(), reconciled), (20_000, 20_000));
+    drop(collector);
+}
