@@ -17,7 +17,7 @@ from xml.etree import ElementTree
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OURS = {"postgres", "orders-api", "orders-batch", "otel-collector"}
+OURS = {"postgres", "orders-api", "orders-batch", "otel-collector", "otel-collector-queue-owner"}
 problems = []
 
 

@@ -31,12 +31,16 @@ use tokio::sync::Mutex;
 /// One collector at a time: it binds otel-collector.yaml's ports.
 static CHAIN: Mutex<()> = Mutex::const_new(());
 
-/// The environment compose gives the collector, sending to `backend`.
+/// The environment compose gives the collector, sending to `backend`, its
+/// queue in a directory of its own.
 fn collector_env(backend: SocketAddr) -> Vec<(&'static str, String)> {
+    let queue = std::env::temp_dir().join(format!("otelcol-queue-{}", free_port()));
+    std::fs::create_dir_all(&queue).unwrap();
     vec![
         ("SIGNOZ_OTLP_ENDPOINT", backend.to_string()),
         ("SIGNOZ_OTLP_INSECURE", "true".to_owned()),
         ("SIGNOZ_INGESTION_KEY", String::new()),
+        ("OTELCOL_QUEUE_DIRECTORY", queue.display().to_string()),
     ]
 }
 
@@ -296,5 +300,30 @@ async fn a_collector_restarted_mid_run_loses_nothing_while_its_backend_is_up(poo
     );
     let (linked, reconciled) = batch_side(&jaeger, 20_000).await;
     assert_eq!((linked.len(), reconciled), (20_000, 20_000));
+    drop(collector);
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_collector_restarted_while_its_backend_is_down_keeps_what_it_held(pool: PgPool) {
+    let _chain = CHAIN.lock().await;
+    let backend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let env = collector_env(backend);
+    let collector = start_collector("otel-collector.yaml", &[], &env).await;
+    let (api, url) = start_api(&pool).await;
+    let orders = post_orders(&url, 50);
+    assert!(
+        run_batch(&pool, &[])
+            .await
+            .starts_with("processed=50 failed=0")
+    );
+    api.sigterm();
+    api.wait(WAIT).await.assert_code(0);
+    // All of it is queued for the backend; without the queue on disk, the
+    // collector drops it at SIGTERM ("Exporting failed. Dropping data.").
+    collector.sigterm();
+    collector.wait(WAIT).await.assert_code(0);
+    let collector = start_collector("otel-collector.yaml", &[], &env).await;
+    let jaeger = Jaeger::start_at(backend).await;
+    assert_jaeger_follows_every_link(&jaeger, &orders, Duration::from_secs(90)).await;
     drop(collector);
 }

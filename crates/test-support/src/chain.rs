@@ -76,18 +76,20 @@ impl Jaeger {
         Self::start_at(SocketAddr::from(([127, 0, 0, 1], free_port()))).await
     }
 
-    /// Jaeger taking OTLP over gRPC at `otlp`, once its query API answers.
+    /// Jaeger taking OTLP over gRPC at `otlp`, once its query API answers:
+    /// `.ci/tools/jaeger/config.yaml`, on ports of this test's.
     pub async fn start_at(otlp: SocketAddr) -> Self {
         let query = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = std::env::temp_dir().join(format!("jaeger-{}.yaml", query.port()));
-        std::fs::write(&config, jaeger_config(otlp, query))
-            .unwrap_or_else(|error| panic!("{}: {error}", config.display()));
-        let config = format!("--config={}", config.display());
-        let process = Process::spawn(
-            go_built("JAEGER_BIN", "target/jaeger/jaeger"),
-            &[&config],
-            &[],
-        );
+        let query_grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = repository_root().join(".ci/tools/jaeger/config.yaml");
+        let args = [
+            format!("--config={}", config.display()),
+            format!("--set=receivers.otlp.protocols.grpc.endpoint={otlp}"),
+            format!("--set=extensions.jaeger_query.http.endpoint={query}"),
+            format!("--set=extensions.jaeger_query.grpc.endpoint={query_grpc}"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Process::spawn(go_built("JAEGER_BIN", "target/jaeger/jaeger"), &args, &[]);
         let query = format!("http://{query}/api/v3");
         let process = process.serving(&format!("{query}/services")).await;
         Self {
@@ -165,30 +167,6 @@ pub async fn asked_until<F: Future<Output = Vec<StoredSpan>>>(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// Jaeger's configuration: OTLP/gRPC in at `otlp`, kept in memory, the query
-/// API at `query`, nothing else listening.
-fn jaeger_config(otlp: SocketAddr, query: SocketAddr) -> String {
-    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    format!(
-        "service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [jaeger_storage_exporter]}}
-  telemetry: {{metrics: {{level: none}}, logs: {{level: warn}}}}
-extensions:
-  jaeger_storage: {{backends: {{memory: {{memory: {{max_traces: 100000}}}}}}}}
-  jaeger_query:
-    storage: {{traces: memory}}
-    http: {{endpoint: '{query}'}}
-    grpc: {{endpoint: '{grpc}'}}
-receivers:
-  otlp: {{protocols: {{grpc: {{endpoint: '{otlp}', max_recv_msg_size_mib: 64}}}}}}
-exporters:
-  jaeger_storage_exporter: {{trace_storage: memory}}
-"
-    )
 }
 
 /// The spans of OTLP JSON `resourceSpans`.
