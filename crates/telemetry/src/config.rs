@@ -69,8 +69,6 @@ const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 const DEFAULT_EXPORT_BATCH_SIZE: usize = 2048;
 const DEFAULT_QUEUE_SIZE: usize = 4 * DEFAULT_EXPORT_BATCH_SIZE;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// The `otel.component.type` of the OTLP span exporter over gRPC.
-pub const OTLP_GRPC_SPAN_EXPORTER: &str = "otlp_grpc_span_exporter";
 /// The OTLP exporter's own timeout for an export, its retries included,
 /// when `OTEL_EXPORTER_OTLP_TIMEOUT` does not say.
 const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -280,7 +278,7 @@ impl TelemetryConfig {
         let queue = size("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)?;
         let export_batch = size("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE)?;
         let span_exporter_type = match exporters[Signal::Traces as usize] {
-            Exporter::Otlp if is_grpc(get, Signal::Traces)? => OTLP_GRPC_SPAN_EXPORTER,
+            Exporter::Otlp if is_grpc(get, Signal::Traces)? => "otlp_grpc_span_exporter",
             Exporter::Otlp => "otlp_http_span_exporter",
             Exporter::Console => "opentelemetry_stdout::SpanExporter",
             Exporter::None => "",

@@ -12,7 +12,7 @@ use span_links::pacing::SpanQueue;
 use span_links::{LinkSampler, with_link_limit};
 
 use crate::TelemetryError;
-use crate::config::{self, Exporter, Signal, TelemetryConfig, TracesSampler};
+use crate::config::{Exporter, Signal, TelemetryConfig, TracesSampler};
 use crate::export_failures::Reported;
 
 /// The resource every signal carries: this service's name and version, and
@@ -41,7 +41,9 @@ pub(crate) fn tracer(
     };
     Ok(match config.exporter(Signal::Traces) {
         Exporter::Otlp => {
-            let exporter = span_exporter(config).map_err(exporter_error(Signal::Traces))?;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .build()
+                .map_err(exporter_error(Signal::Traces))?;
             with_queue(
                 builder,
                 Reported::new(exporter, Signal::Traces, config),
@@ -55,24 +57,6 @@ pub(crate) fn tracer(
         ),
         Exporter::None => (builder.build(), SpanQueue::default()),
     })
-}
-
-/// The OTLP span exporter, over the protocol the variables name, retrying a
-/// refused export until its timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`): the
-/// exporter's own policy gives up after three retries, about a second, and a
-/// collector whose memory limiter refuses data can refuse for longer.
-fn span_exporter(
-    config: &TelemetryConfig,
-) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    use opentelemetry_otlp::{RetryPolicy, WithHttpConfig as _, WithTonicConfig as _};
-    const UNTIL_THE_TIMEOUT: usize = 100;
-    let retries = RetryPolicy::recommended().with_max_retries(UNTIL_THE_TIMEOUT);
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    if config.span_exporter_type == config::OTLP_GRPC_SPAN_EXPORTER {
-        builder.with_tonic().with_retry_policy(retries).build()
-    } else {
-        builder.with_http().with_retry_policy(retries).build()
-    }
 }
 
 /// The provider of `builder`, its spans exported through `exporter` from a
