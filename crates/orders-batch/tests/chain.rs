@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{binary, bulk_seed, stored_targets, summary, with, workspace_binary};
+use common::{binary, bulk_seed, stored_targets, summary, workspace_binary};
 use orders_test_support::{
     Jaeger, Process, StoredSpan, WAIT, asked_until, database_url, free_port, repository_root,
     start_collector,
@@ -89,10 +89,11 @@ fn post_orders(api: &str, count: usize) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
-/// `orders-batch --once`, exporting to the collector, with `more`; its summary.
-async fn run_batch(pool: &PgPool, more: &[(&'static str, &str)]) -> String {
-    let env = with(service_env(pool), more);
-    let run = Process::spawn(binary(), &["--once"], &env).wait(WAIT).await;
+/// `orders-batch --once`, exporting to the collector; its summary.
+async fn run_batch(pool: &PgPool) -> String {
+    let run = Process::spawn(binary(), &["--once"], &service_env(pool))
+        .wait(WAIT)
+        .await;
     run.assert_code(0);
     summary(&run)
 }
@@ -159,11 +160,7 @@ async fn jaeger_follows_each_link_of_the_batch_to_its_orders_request(pool: PgPoo
     let collector = start_collector("otel-collector.yaml", &[], &collector_env(jaeger.otlp)).await;
     let (api, url) = start_api(&pool).await;
     let orders = post_orders(&url, 20);
-    assert!(
-        run_batch(&pool, &[])
-            .await
-            .starts_with("processed=20 failed=0")
-    );
+    assert!(run_batch(&pool).await.starts_with("processed=20 failed=0"));
     let linked = assert_jaeger_follows_every_link(&jaeger, &orders, WAIT).await;
     // The way back: each order names its batch span, which Jaeger holds.
     let batches: BTreeSet<&(String, String)> = linked.values().map(|(_, batch)| batch).collect();
@@ -211,7 +208,7 @@ async fn with_the_backend_down_for_30_s_every_link_arrives_once_it_is_back(pool:
     let collector = start_collector("otel-collector.yaml", &[], &collector_env(backend)).await;
     let (api, url) = start_api(&pool).await;
     let orders = post_orders(&url, 100);
-    let batch = run_batch(&pool, &[]).await;
+    let batch = run_batch(&pool).await;
     assert_eq!(
         batch,
         "processed=100 failed=0 retrying=0 batches=1 failed_batches=0 unlinked=0 requeued=0 released=0"
@@ -238,8 +235,8 @@ async fn batch_side(jaeger: &Jaeger, orders: usize) -> (Linked, usize) {
 async fn a_collector_whose_memory_limiter_refuses_loses_nothing_of_the_batch(pool: PgPool) {
     let _chain = CHAIN.lock().await;
     bulk_seed(&pool, 20_000).await;
-    // The test's override: a limit the batch's exports of 8192 spans pass
-    // now and then (a soft limit of 12 MiB of heap, checked every 100 ms).
+    // The test's override: a limit the batch's exports pass now and then
+    // (a soft limit of 12 MiB of heap, checked every 100 ms).
     let limit = std::env::temp_dir().join(format!("memory-limit-{}.yaml", free_port()));
     let override_limit = "processors:\n  memory_limiter: {check_interval: 100ms, limit_mib: 16, spike_limit_mib: 4}\n";
     std::fs::write(&limit, override_limit).unwrap();
@@ -247,7 +244,7 @@ async fn a_collector_whose_memory_limiter_refuses_loses_nothing_of_the_batch(poo
     let also = format!("--config={}", limit.display());
     let collector =
         start_collector("otel-collector.yaml", &[&also], &collector_env(jaeger.otlp)).await;
-    let batch = run_batch(&pool, &[]).await;
+    let batch = run_batch(&pool).await;
     assert_eq!(
         batch,
         "processed=20000 failed=0 retrying=0 batches=20 failed_batches=0 unlinked=0 requeued=0 released=0"
@@ -311,11 +308,7 @@ async fn a_collector_restarted_while_its_backend_is_down_keeps_what_it_held(pool
     let collector = start_collector("otel-collector.yaml", &[], &env).await;
     let (api, url) = start_api(&pool).await;
     let orders = post_orders(&url, 50);
-    assert!(
-        run_batch(&pool, &[])
-            .await
-            .starts_with("processed=50 failed=0")
-    );
+    assert!(run_batch(&pool).await.starts_with("processed=50 failed=0"));
     api.sigterm();
     api.wait(WAIT).await.assert_code(0);
     // All of it is queued for the backend; without the queue on disk, the
