@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use orders::db::PoolSettings;
+use orders::db::{DatabaseArgs, PoolSettings};
 
 use crate::connections::ConnectionLimits;
 
@@ -17,9 +17,8 @@ use crate::connections::ConnectionLimits;
     about = "Takes orders and stores them with their trace context"
 )]
 pub struct Config {
-    /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = orders::db::database_url)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Address and port to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
@@ -28,10 +27,6 @@ pub struct Config {
     /// Most connections in the database pool.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_pool_size: u32,
-
-    /// Seconds a request waits for a database connection before answering 503.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub database_acquire_timeout_secs: u64,
 
     /// Most open HTTP connections; past it, a new one closes the oldest that is
     /// between requests. Below the common 1,024 open-file limit, as nginx's default.
@@ -58,12 +53,10 @@ pub struct Config {
 }
 
 impl Config {
+    /// The pool: a request that waits past the acquire timeout is answered 503.
     #[must_use]
     pub fn pool_settings(&self) -> PoolSettings {
-        PoolSettings {
-            max_connections: self.database_pool_size,
-            acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
-        }
+        self.database.pool_settings(self.database_pool_size)
     }
 
     #[must_use]

@@ -26,7 +26,8 @@ async fn main() {
     // and claim settings, from the same variables.
     let config = Config::parse();
     let settings = config.batch_settings(LinkSelection::All);
-    let pool = orders::db::connect_lazy(&config.database_url, config.pool_settings()).unwrap();
+    let pool =
+        orders::db::connect_lazy(&config.database.database_url, config.pool_settings()).unwrap();
     let cutoff = claims::database_now(&pool).await.unwrap();
     let started = Instant::now();
     let mut processed = 0;

@@ -26,7 +26,8 @@ pub async fn run(
     telemetry: &Telemetry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let start_up = orders::db::connect_and_migrate(&config.database_url, config.pool_settings());
+    let start_up =
+        orders::db::connect_and_migrate(&config.database.database_url, config.pool_settings());
     let Some(pool) = shutdown.run_until_cancelled(start_up).await else {
         tracing::info!("orders-batch stopped during start-up");
         return Ok(ExitCode::SUCCESS);

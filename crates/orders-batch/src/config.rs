@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use orders::db::PoolSettings;
+use orders::db::{DatabaseArgs, PoolSettings};
 use orders_telemetry::SpanLimits;
 use span_links::LinkSelection;
 
@@ -34,9 +34,8 @@ pub struct Config {
     #[arg(long)]
     pub once: bool,
 
-    /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = orders::db::database_url)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// When to run: a 6-field cron expression (second minute hour day month weekday), in UTC.
     #[arg(long, env = "BATCH_SCHEDULE", default_value = "0 0 * * * *")]
@@ -59,10 +58,6 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub database_pool_size: u32,
 
-    /// Seconds a query waits for a database connection before the run fails.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub database_acquire_timeout_secs: u64,
-
     /// Seconds the batch in hand gets to finish after SIGTERM or Ctrl-C before
     /// its orders are given back to the queue.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
@@ -70,12 +65,10 @@ pub struct Config {
 }
 
 impl Config {
+    /// The pool: a run whose query waits past the acquire timeout fails.
     #[must_use]
     pub fn pool_settings(&self) -> PoolSettings {
-        PoolSettings {
-            max_connections: self.database_pool_size,
-            acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
-        }
+        self.database.pool_settings(self.database_pool_size)
     }
 
     /// The batch settings, its spans given `link_selection` (which the sampler

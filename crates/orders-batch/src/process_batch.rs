@@ -3,9 +3,10 @@
 //! `span_links` crate; this is its batch side, whole, so that it reads top to
 //! bottom here: turn the stored contexts into links, name the orders that have
 //! none, create the span with its links, reconcile each order in a child span
-//! with its own link, and mark the orders with the batch span. What the batch
-//! did is counted in `report`.
+//! with its own link, mark the orders with the batch span, and fill the span's
+//! counts. What the batch did is counted in `report`.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use opentelemetry::Context;
@@ -44,6 +45,10 @@ impl BatchProcessor<'_> {
         // One link per order, to the receive-order span that stored its context.
         let orders = claim.orders.iter();
         let links = Links::to(orders.map(|order| (order.id, order.source_trace.as_ref())));
+        // Fewer links than orders: an order whose stored context is missing
+        // or invalid has none (`unlinked`), and under the `links` sampler only
+        // links to sampled requests are given, as a link to a request never
+        // recorded would lead nowhere (`unsampled`).
         let given = links.selected(self.settings.link_selection);
         let unsampled = matches!(self.settings.link_selection, LinkSelection::Sampled)
             .then(|| links.all().count() - given.len());
@@ -56,7 +61,11 @@ impl BatchProcessor<'_> {
             .reconcile_and_mark(claim, &links, &batch)
             .instrument(span.clone())
             .await;
-        report::record_batch(&span, self.metrics, claim.orders.len(), claimed, &result);
+        record_outcome(&span, &result);
+        if let Ok(report) = &result {
+            self.metrics.batch(claim.orders.len(), claimed.elapsed());
+            span.in_scope(|| report.log());
+        }
         result
     }
 
@@ -71,13 +80,15 @@ impl BatchProcessor<'_> {
         tracing::info!(batch.size = claim.orders.len(), claim = %claim.token, "processing a batch");
         let unlinked: Vec<Uuid> = links.unlinked().copied().collect();
         warn_unlinked(&unlinked);
-        // Links come in the order of the items they were made from.
+        let link_of: HashMap<&Uuid, &Link> = links
+            .by_item()
+            .filter_map(|(id, link)| Some((id, link?)))
+            .collect();
         let outcomes: Vec<(Uuid, Outcome)> = claim
             .orders
             .iter()
-            .zip(links.by_item())
-            .map(|(order, (id, link))| {
-                debug_assert_eq!(*id, order.id);
+            .map(|order| {
+                let link = link_of.get(&order.id).copied();
                 (order.id, self.reconcile_order(order, batch, link))
             })
             .collect();
@@ -124,6 +135,23 @@ impl BatchProcessor<'_> {
             Outcome::Failed { error: reason }
         } else {
             Outcome::Retry { error: reason }
+        }
+    }
+}
+
+/// Fills what the batch did into its span's fields: the counts, or the
+/// error that failed it.
+fn record_outcome(span: &Span, result: &Result<BatchReport, StoreError>) {
+    match result {
+        Ok(report) => {
+            span.record("batch.processed_count", as_i64(report.processed));
+            span.record("batch.failed_count", as_i64(report.failed));
+            span.record("batch.retrying_count", as_i64(report.retrying));
+        }
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", error.to_string());
+            span.record("error.type", "store");
         }
     }
 }

@@ -1,13 +1,11 @@
-//! What a batch and a run did: counted from the orders the batch marked,
-//! recorded on the batch's span and fed to the metrics.
+//! What a batch and a run did: counted from the orders the batch marked, and
+//! fed to the metrics; `process_batch` records it on the batch's span.
 
 use std::fmt;
-use std::time::Instant;
 
+use orders::OrderStatus;
 use orders::claims::{Claim, Finished};
-use orders::{OrderStatus, StoreError};
 use span_links::pacing::SpanTally;
-use tracing::Span;
 
 use crate::metrics::BatchMetrics;
 
@@ -72,6 +70,19 @@ impl fmt::Display for RunSummary {
             }?;
         }
         Ok(())
+    }
+}
+
+impl BatchReport {
+    /// The batch's line in the log, written in its span.
+    pub(crate) fn log(&self) {
+        tracing::info!(
+            processed = self.processed,
+            failed = self.failed,
+            retrying = self.retrying,
+            unlinked = self.unlinked,
+            "batch done"
+        );
     }
 }
 
@@ -153,38 +164,6 @@ pub(crate) fn count_marked(
         );
     }
     report
-}
-
-/// What `process-batch` did: on its span, in the metrics and in the log.
-pub(crate) fn record_batch(
-    span: &Span,
-    metrics: &BatchMetrics,
-    size: usize,
-    claimed: Instant,
-    result: &Result<BatchReport, StoreError>,
-) {
-    match result {
-        Ok(report) => {
-            span.record("batch.processed_count", as_i64(report.processed));
-            span.record("batch.failed_count", as_i64(report.failed));
-            span.record("batch.retrying_count", as_i64(report.retrying));
-            metrics.batch(size, claimed.elapsed());
-            span.in_scope(|| {
-                tracing::info!(
-                    processed = report.processed,
-                    failed = report.failed,
-                    retrying = report.retrying,
-                    unlinked = report.unlinked,
-                    "batch done"
-                );
-            });
-        }
-        Err(error) => {
-            span.record("otel.status_code", "ERROR");
-            span.record("otel.status_description", error.to_string());
-            span.record("error.type", "store");
-        }
-    }
 }
 
 /// A count as an OpenTelemetry integer attribute.

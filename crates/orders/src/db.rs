@@ -18,6 +18,30 @@ pub fn database_url(value: &str) -> Result<String, sqlx::Error> {
     value.parse::<PgConnectOptions>().map(|_| value.to_owned())
 }
 
+/// The database arguments both services take, flattened into each one's
+/// configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub database_url: String,
+
+    /// Seconds a query waits for a database connection before it fails.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub database_acquire_timeout_secs: u64,
+}
+
+impl DatabaseArgs {
+    /// A pool of at most `max_connections`, waiting as these arguments say.
+    #[must_use]
+    pub fn pool_settings(&self, max_connections: u32) -> PoolSettings {
+        PoolSettings {
+            max_connections,
+            acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
+        }
+    }
+}
+
 /// How the pool is sized and how long a caller waits for a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
