@@ -155,39 +155,6 @@ async fn the_largest_batch_of_the_largest_stored_contexts_fits_a_collectors_4_mi
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn two_processes_at_once_process_and_link_every_order_exactly_once(pool: PgPool) {
-    seed_orders(&pool, 3000).await;
-    let receiver = OtlpReceiver::start().await;
-    let env = with(
-        otel_env(&pool, &receiver, "grpc"),
-        &[("BATCH_MAX_SIZE", "200")],
-    );
-    let both = [
-        Process::spawn(binary(), &["--once"], &env),
-        Process::spawn(binary(), &["--once"], &env),
-    ];
-    let mut batches = 0;
-    for run in both {
-        let run = run.wait(WAIT).await;
-        run.assert_code(0);
-        batches += summary(&run)
-            .split(' ')
-            .find_map(|field| field.strip_prefix("batches=")?.parse::<usize>().ok())
-            .unwrap();
-    }
-
-    let spans = batch_spans(&receiver, batches, 3000).await;
-    let batches = named(&spans, "process-batch");
-    assert!(batches.iter().all(|batch| batch.links().len() <= 200));
-    let stored = stored_targets(&pool).await;
-    let batch_of = batch_of_each_order(&batches, &stored);
-    assert_eq!(check_reconcile_spans(&spans, &batches, &stored).len(), 3000);
-    assert_processed_once_by(&rows(&pool).await, |row| {
-        batch_of[&row.id.to_string()].clone()
-    });
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(pool: PgPool) {
     bulk_seed(&pool, LONG_RUN).await;
     let env = quiet(

@@ -199,13 +199,16 @@ async fn jaeger_follows_each_link_of_the_batch_to_its_orders_request(pool: PgPoo
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn with_the_backend_down_for_30_s_every_link_arrives_once_it_is_back(pool: PgPool) {
+async fn with_the_backend_down_for_30_s_and_the_collector_restarted_every_link_arrives(
+    pool: PgPool,
+) {
     let _chain = CHAIN.lock().await;
     // The collector takes everything and keeps retrying (its sending queue
     // and retry_on_failure, as otel-collector.yaml configures them).
     let backend = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let down = tokio::time::Instant::now();
-    let collector = start_collector("otel-collector.yaml", &[], &collector_env(backend)).await;
+    let env = collector_env(backend);
+    let collector = start_collector("otel-collector.yaml", &[], &env).await;
     let (api, url) = start_api(&pool).await;
     let orders = post_orders(&url, 100);
     let batch = run_batch(&pool).await;
@@ -215,6 +218,11 @@ async fn with_the_backend_down_for_30_s_every_link_arrives_once_it_is_back(pool:
     );
     api.sigterm();
     api.wait(WAIT).await.assert_code(0);
+    // Restarted holding it all: with its queue in memory, it would drop it at
+    // SIGTERM ("Exporting failed. Dropping data."); on disk, it keeps it.
+    collector.sigterm();
+    collector.wait(WAIT).await.assert_code(0);
+    let collector = start_collector("otel-collector.yaml", &[], &env).await;
     tokio::time::sleep_until(down + Duration::from_secs(30)).await;
     let jaeger = Jaeger::start_at(backend).await;
     // The collector retries at growing intervals, up to 30 s apart.
@@ -267,56 +275,4 @@ async fn a_collector_whose_memory_limiter_refuses_loses_nothing_of_the_batch(poo
         collector.stderr.contains("Refusing data"),
         "the limiter never refused\n{collector}"
     );
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn a_collector_restarted_mid_run_loses_nothing_while_its_backend_is_up(pool: PgPool) {
-    let _chain = CHAIN.lock().await;
-    bulk_seed(&pool, 20_000).await;
-    let jaeger = Jaeger::start().await;
-    let env = collector_env(jaeger.otlp);
-    let collector = start_collector("otel-collector.yaml", &[], &env).await;
-    let batch = Process::spawn(binary(), &["--once"], &service_env(&pool));
-    let started = tokio::time::Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Stopped, it flushes what it holds to Jaeger; until it is back, the
-    // batch's exporter retries and the batch waits.
-    collector.sigterm();
-    collector.wait(WAIT).await.assert_code(0);
-    let stopped = started.elapsed();
-    let collector = start_collector("otel-collector.yaml", &[], &env).await;
-    let batch = batch.wait(WAIT).await;
-    batch.assert_code(0);
-    assert_eq!(
-        summary(&batch),
-        "processed=20000 failed=0 retrying=0 batches=20 failed_batches=0 unlinked=0 requeued=0 released=0"
-    );
-    assert!(
-        batch.ran_for > stopped,
-        "the run had ended before the restart\n{batch}"
-    );
-    let (linked, reconciled) = batch_side(&jaeger, 20_000).await;
-    assert_eq!((linked.len(), reconciled), (20_000, 20_000));
-    drop(collector);
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn a_collector_restarted_while_its_backend_is_down_keeps_what_it_held(pool: PgPool) {
-    let _chain = CHAIN.lock().await;
-    let backend = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let env = collector_env(backend);
-    let collector = start_collector("otel-collector.yaml", &[], &env).await;
-    let (api, url) = start_api(&pool).await;
-    let orders = post_orders(&url, 50);
-    assert!(run_batch(&pool).await.starts_with("processed=50 failed=0"));
-    api.sigterm();
-    api.wait(WAIT).await.assert_code(0);
-    // All of it is queued for the backend; without the queue on disk, the
-    // collector drops it at SIGTERM ("Exporting failed. Dropping data.").
-    collector.sigterm();
-    collector.wait(WAIT).await.assert_code(0);
-    let collector = start_collector("otel-collector.yaml", &[], &env).await;
-    let jaeger = Jaeger::start_at(backend).await;
-    assert_jaeger_follows_every_link(&jaeger, &orders, Duration::from_secs(90)).await;
-    drop(collector);
 }

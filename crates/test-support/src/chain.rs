@@ -67,7 +67,8 @@ pub struct Jaeger {
     /// Where it takes OTLP over gRPC.
     pub otlp: SocketAddr,
     query: String,
-    process: Process,
+    /// Killed when dropped.
+    _process: Process,
 }
 
 impl Jaeger {
@@ -95,7 +96,7 @@ impl Jaeger {
         Self {
             otlp,
             query,
-            process,
+            _process: process,
         }
     }
 
@@ -143,11 +144,6 @@ impl Jaeger {
         }
         assert!(status.is_success(), "Jaeger at {url}: {status} {body}");
         spans_of(&body["result"])
-    }
-
-    /// Stops it; what it held is gone.
-    pub fn stop(mut self) {
-        self.process.sigkill();
     }
 }
 

@@ -1,9 +1,9 @@
 //! A real OTLP receiver on loopback, over gRPC and HTTP/protobuf: the tests
 //! point a binary's exporter at one of its two ports (so what arrives came
-//! over that transport) and read back what arrived. It answers each trace
-//! export at once, or as an [`Answer`] says: later, as a collector slower
-//! than the services does, refusing it with a status, or rejecting some of
-//! its spans. Spans from an in-memory exporter convert to the same OTLP
+//! over that transport) and read back what arrived. It answers at once, and
+//! each trace export over gRPC as an [`Answer`] says: later, as a collector
+//! slower than the services does, refusing it with a status, or rejecting
+//! some of its spans. Spans from an in-memory exporter convert to the same OTLP
 //! form, so every span assertion is written once.
 
 use std::io::Read as _;
@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue, StatusCode as HttpStatus};
-use axum::response::IntoResponse as _;
+use axum::http::header::CONTENT_ENCODING;
+use axum::http::{HeaderMap, StatusCode as HttpStatus};
 use axum::routing::post;
 use flate2::read::GzDecoder;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server as logs;
@@ -98,22 +97,20 @@ impl Answer {
 }
 
 /// How the `n`th trace export request (from 1, retries included) is answered.
-type Answers = Box<dyn Fn(usize) -> Answer + Send + Sync>;
+struct Answers(Box<dyn Fn(usize) -> Answer + Send + Sync>);
+
+impl std::fmt::Debug for Answers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Answers")
+    }
+}
 
 /// What arrived, and how each trace export is answered.
+#[derive(Debug)]
 struct Inner {
     received: Mutex<Received>,
     answers: Answers,
     trace_requests: AtomicUsize,
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner")
-            .field("received", &self.received)
-            .field("trace_requests", &self.trace_requests)
-            .finish_non_exhaustive()
-    }
 }
 
 type Shared = Arc<Inner>;
@@ -153,7 +150,7 @@ impl OtlpReceiver {
     pub async fn answering(answer: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Self {
         let received = Arc::new(Inner {
             received: Mutex::default(),
-            answers: Box::new(answer),
+            answers: Answers(Box::new(answer)),
             trace_requests: AtomicUsize::new(0),
         });
         let bind = || async {
@@ -363,7 +360,7 @@ impl Inner {
     /// it accepts of it; the answer, after its delay.
     async fn answer<R: Export>(&self, request: R) -> Answer {
         let answer = if R::TRACES {
-            (self.answers)(self.trace_requests.fetch_add(1, Ordering::Relaxed) + 1)
+            (self.answers.0)(self.trace_requests.fetch_add(1, Ordering::Relaxed) + 1)
         } else {
             Answer::default()
         };
@@ -383,7 +380,7 @@ async fn over_http<R: Export>(
     State(received): State<Shared>,
     headers: HeaderMap,
     body: Bytes,
-) -> axum::response::Response {
+) -> HttpStatus {
     let body = if headers
         .get(CONTENT_ENCODING)
         .is_some_and(|encoding| encoding == "gzip")
@@ -396,36 +393,17 @@ async fn over_http<R: Export>(
             .read_to_end(&mut inflated);
         match read {
             Ok(length) if length <= MAX_MESSAGE => Bytes::from(inflated),
-            _ => return HttpStatus::PAYLOAD_TOO_LARGE.into_response(),
+            _ => return HttpStatus::PAYLOAD_TOO_LARGE,
         }
     } else {
         body
     };
     match R::decode(body) {
-        Ok(request) => over_http_as(&received.answer(request).await),
-        Err(_) => HttpStatus::BAD_REQUEST.into_response(),
-    }
-}
-
-/// `answer` as OTLP/HTTP gives it: 429 for a receiver throttling (with
-/// `Retry-After`), 503 for another refusal, else 200 with the partial
-/// success, if any, in the body.
-fn over_http_as(answer: &Answer) -> axum::response::Response {
-    match (answer.refusal, answer.retry_after) {
-        (Some(Code::ResourceExhausted), delay) => {
-            let mut response = HttpStatus::TOO_MANY_REQUESTS.into_response();
-            if let Some(delay) = delay {
-                let seconds = HeaderValue::from(delay.as_secs());
-                response.headers_mut().insert(RETRY_AFTER, seconds);
-            }
-            response
+        Ok(request) => {
+            request.keep(&mut received.lock());
+            HttpStatus::OK
         }
-        (Some(_), _) => HttpStatus::SERVICE_UNAVAILABLE.into_response(),
-        (None, _) => {
-            let partial_success = partial_success(answer);
-            let body = trace::ExportTraceServiceResponse { partial_success }.encode_to_vec();
-            ([(CONTENT_TYPE, "application/x-protobuf")], body).into_response()
-        }
+        Err(_) => HttpStatus::BAD_REQUEST,
     }
 }
 
