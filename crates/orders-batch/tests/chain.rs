@@ -115,6 +115,14 @@ fn linked(batches: &[StoredSpan]) -> Linked {
     linked
 }
 
+/// Where each order's link points: (trace id, span id).
+fn targets(linked: &Linked) -> BTreeMap<String, (String, String)> {
+    linked
+        .iter()
+        .map(|(order, (target, _))| (order.clone(), target.clone()))
+        .collect()
+}
+
 /// Asks Jaeger until every order of `orders` is linked from a batch span;
 /// checks each link leads, in a trace of its own, to the order's
 /// `receive-order` span of orders-api.
@@ -131,13 +139,9 @@ async fn assert_jaeger_follows_every_link(
     )
     .await;
     let linked = linked(&batches);
-    let targets: BTreeMap<&String, &(String, String)> = linked
-        .iter()
-        .map(|(order, (target, _))| (order, target))
-        .collect();
     assert_eq!(
-        targets,
-        orders.iter().collect(),
+        &targets(&linked),
+        orders,
         "the batch links each order's request"
     );
     for (order, (trace_id, span_id)) in orders {
@@ -258,14 +262,10 @@ async fn a_collector_whose_memory_limiter_refuses_loses_nothing_of_the_batch(poo
         "processed=20000 failed=0 retrying=0 batches=20 failed_batches=0 unlinked=0 requeued=0 released=0"
     );
     let (linked, reconciled) = batch_side(&jaeger, 20_000).await;
-    let stored = stored_targets(&pool).await;
-    let targets: BTreeMap<String, (String, String)> = linked
-        .into_iter()
-        .map(|(order, (target, _))| (order, target))
-        .collect();
+    let stored = stored_targets(&pool).await.into_iter().collect();
     assert_eq!(
-        targets,
-        stored.into_iter().collect(),
+        targets(&linked),
+        stored,
         "every order linked to its request"
     );
     assert_eq!(reconciled, 20_000);
