@@ -106,9 +106,9 @@ pub enum OnQueueFull {
     Block {
         /// How long a producer waits without any export ending before it
         /// takes the exporter for failing (`OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`):
-        /// give it the exporter's own timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`,
-        /// 10 s by default, its retries included), within which a working
-        /// exporter ends every export, well or not.
+        /// give it twice the exporter's own timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`,
+        /// 10 s by default): opentelemetry-otlp gives an export up at its
+        /// timeout, but a retry it began just before may run one timeout more.
         timeout: Duration,
     },
 }
