@@ -57,9 +57,9 @@ ROW = ("INSERT INTO orders (id, customer_id, items, total_cents, traceparent, tr
        "RETURNING id, customer_id, items, total_cents, status, created_at, traceparent, tracestate, "
        "attempts, last_error, processed_at, batch_trace_id, batch_span_id, batch_span_sampled;\n")
 # The order of ROW as a client posts it, each with an Idempotency-Key of its
-# own (as orders-load sends, and as ROW stores): wrk's client costs about a
-# quarter of the CPU per request that orders-load's does (23 against 90 µs
-# here), like pgbench's, so the two sides compare the servers. wrk corrects its
+# own (as orders-load sends, and as ROW stores): wrk's client, like pgbench's,
+# costs far less CPU per request than orders-load's (docs/benchmark.md), so
+# the two sides compare the servers. wrk corrects its
 # percentiles for coordinated omission; pgbench's log is raw.
 WRK_SCRIPT = """
 wrk.method = "POST"

@@ -60,8 +60,8 @@ async fn validate_and_persist(
     let stored = store::insert_order(&state.pool, id, &order, source_trace.as_ref()).await?;
     match stored {
         Inserted::New(stored) => {
-            // DEBUG: `receive-order` says the same, and a line per order was a
-            // sixth of the API's CPU (RUST_LOG=info,orders_api=debug shows it).
+            // DEBUG: `receive-order` says the same, and a line per order costs
+            // CPU (docs/benchmark.md); RUST_LOG=info,orders_api=debug shows it.
             tracing::debug!(order.id = %id, total_cents = stored.total_cents, "order received");
             Ok(stored)
         }

@@ -11,10 +11,9 @@ use span_links::LinkSelection;
 
 use crate::schedule::Schedule;
 
-/// The default number of orders per `process-batch` span. Claiming and marking
-/// in chunks of 1000 runs at about 100k orders/s on a 2-vCPU PostgreSQL (ten
-/// times larger chunks are only 1.5 times faster); a span with 1000 links is
-/// about 100 KB of OTLP, far below the 4 MiB a collector accepts per gRPC
+/// The default number of orders per `process-batch` span. Larger batches gain
+/// little throughput (docs/benchmark.md measures 500, 1000 and 5000); a span
+/// with 1000 links is about 100 KB of OTLP, far below the 4 MiB a collector accepts per gRPC
 /// message, and its list of links stays readable in a trace viewer.
 const DEFAULT_BATCH_MAX_SIZE: u32 = 1000;
 /// The largest `BATCH_MAX_SIZE`: 10 000 links make a span of about 1 MB.

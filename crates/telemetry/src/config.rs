@@ -61,10 +61,9 @@ const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 /// Spans sent in one export, and spans waiting for it: four times the SDK's
 /// 512 and 2048. The SDK exports one batch at a time, so a receiver that
 /// answers each export after a delay `d` takes at most `batch / d` spans a
-/// second. With the SDK's values, orders-api at its peak here (2,100 to
-/// 2,600 orders, four spans each, a second) dropped 2% of its spans against
-/// a receiver answering after 50 ms and 48% after 100 ms; with these, none up
-/// to 100 ms (`scripts/benchmark.py`, docs/benchmark.md). An export of 2048 spans is
+/// second. With the SDK's values, orders-api at its peak drops spans against
+/// a receiver answering after 50 ms; with these, none up to 100 ms
+/// (`scripts/benchmark.py`, measured in docs/benchmark.md). An export of 2048 spans is
 /// about 0.7 MB, a fifth of the 4 MiB a collector accepts.
 const DEFAULT_EXPORT_BATCH_SIZE: usize = 2048;
 const DEFAULT_QUEUE_SIZE: usize = 4 * DEFAULT_EXPORT_BATCH_SIZE;
