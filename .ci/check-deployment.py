@@ -46,6 +46,14 @@ for name, service in local.items():
         targets = re.findall(r"^FROM \S+ AS (\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
         check(service["build"].get("target") in targets, f"{name} builds a target the Dockerfile lacks")
     check(name in OURS or service.get("profiles") == ["signoz"], f"{name} is SigNoz's and runs outside the signoz profile")
+# `docker compose up -d --wait` (the README's quick start) fails on a one-shot
+# service that exits, unless a long-running one waits for it to complete.
+for services in (local, cloud):
+    lasting = {name for name, service in services.items() if service.get("restart") in ("always", "unless-stopped")}
+    awaited = {dependency for name in lasting for dependency, how in services[name].get("depends_on", {}).items()
+               if how["condition"] == "service_completed_successfully"}
+    for name in sorted(set(services) - lasting - awaited):
+        check(False, f"{name} exits, and no long-running service waits for it to complete: `up --wait` would fail")
 check(set(cloud) == OURS, f"with the SigNoz Cloud settings, only {sorted(OURS)} start")
 # The load generator starts only under its own profile, from its Dockerfile target.
 loaded = model("--profile", "load")
