@@ -12,7 +12,7 @@
 //!
 //! Query shapes follow measurements on 100k-row tables: the claim selects ids
 //! through the partial index of pending orders, and finishing joins the
-//! results as `UNNEST` arrays (one statement per chunk).
+//! results as `UNNEST` arrays (one statement per batch).
 
 use std::time::Duration;
 
