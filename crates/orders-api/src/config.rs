@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use orders::db::{DatabaseArgs, PoolSettings};
+use orders::db::DatabaseArgs;
 
 use crate::connections::ConnectionLimits;
 
@@ -53,12 +53,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// The pool: a request that waits past the acquire timeout is answered 503.
-    #[must_use]
-    pub fn pool_settings(&self) -> PoolSettings {
-        self.database.pool_settings(self.database_pool_size)
-    }
-
     #[must_use]
     pub fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {

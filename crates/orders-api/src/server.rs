@@ -14,8 +14,10 @@ use crate::connections::{self, ConnectionLimits};
 /// is cancelled and in-flight requests finish (or the grace period runs out).
 /// Cancelled during start-up, it stops there.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let start_up =
-        orders::db::connect_and_migrate(&config.database.database_url, config.pool_settings());
+    let start_up = orders::db::connect_and_migrate(
+        &config.database.database_url,
+        config.database.pool_settings(config.database_pool_size),
+    );
     let Some(pool) = shutdown.run_until_cancelled(start_up).await else {
         tracing::info!("orders-api stopped during start-up");
         return Ok(());

@@ -26,8 +26,11 @@ async fn main() {
     // and claim settings, from the same variables.
     let config = Config::parse();
     let settings = config.batch_settings(LinkSelection::All);
-    let pool =
-        orders::db::connect_lazy(&config.database.database_url, config.pool_settings()).unwrap();
+    let pool = orders::db::connect_lazy(
+        &config.database.database_url,
+        config.database.pool_settings(config.database_pool_size),
+    )
+    .unwrap();
     let cutoff = claims::database_now(&pool).await.unwrap();
     let started = Instant::now();
     let mut processed = 0;

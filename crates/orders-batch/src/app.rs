@@ -26,8 +26,10 @@ pub async fn run(
     telemetry: &Telemetry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let start_up =
-        orders::db::connect_and_migrate(&config.database.database_url, config.pool_settings());
+    let start_up = orders::db::connect_and_migrate(
+        &config.database.database_url,
+        config.database.pool_settings(config.database_pool_size),
+    );
     let Some(pool) = shutdown.run_until_cancelled(start_up).await else {
         tracing::info!("orders-batch stopped during start-up");
         return Ok(ExitCode::SUCCESS);

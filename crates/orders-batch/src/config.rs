@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use orders::db::{DatabaseArgs, PoolSettings};
+use orders::db::DatabaseArgs;
 use orders_telemetry::SpanLimits;
 use span_links::LinkSelection;
 
@@ -64,12 +64,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// The pool: a run whose query waits past the acquire timeout fails.
-    #[must_use]
-    pub fn pool_settings(&self) -> PoolSettings {
-        self.database.pool_settings(self.database_pool_size)
-    }
-
     /// The batch settings, its spans given `link_selection` (which the sampler
     /// decides).
     #[must_use]
