@@ -57,7 +57,7 @@ for package in "${packages[@]}"; do
 done
 
 command -v cargo >/dev/null || missing "cargo is missing: install Rust (https://rustup.rs)"
-[ -z "$postgres$compose" ] || command -v python3 >/dev/null || missing "python3 is missing: install python3 and python3-venv"
+[ -z "$postgres$compose" ] || command -v python3 >/dev/null || missing "python3 is missing: install python3 and python3-venv (the throwaway PostgreSQL and the compose tests use it)"
 if [ -n "$compose" ]; then
   [ -x "$venv/bin/pip" ] || python3 -c 'import ensurepip' 2>/dev/null ||
     missing "python3 cannot create a virtual environment: install python3-venv"
