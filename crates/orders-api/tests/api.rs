@@ -162,6 +162,7 @@ async fn documents_of_the_wrong_shape_are_422_naming_the_field(pool: PgPool) {
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn bodies_that_are_not_json_of_a_json_type_or_too_large_are_refused(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
+    let json = |body: reqwest::Body| app.post_raw(Some("application/json"), body);
     for body in [
         "",
         "not json",
@@ -170,12 +171,7 @@ async fn bodies_that_are_not_json_of_a_json_type_or_too_large_are_refused(pool: 
         "{\"customer_id\": \"c\"} trailing",
         "{} trailing",
     ] {
-        assert_error(
-            app.post_raw(Some("application/json"), body).await,
-            400,
-            "malformed_json",
-        )
-        .await;
+        assert_error(json(body.into()).await, 400, "malformed_json").await;
     }
     let order = sample_order().to_string();
     for content_type in [
@@ -199,17 +195,10 @@ async fn bodies_that_are_not_json_of_a_json_type_or_too_large_are_refused(pool: 
     );
     // Valid JSON padded with whitespace to just under, then just over, 64 KiB.
     let fits = format!("{order}{}", " ".repeat(64 * 1024 - order.len()));
-    assert_eq!(
-        app.post_raw(Some("application/json"), fits.clone())
-            .await
-            .status()
-            .as_u16(),
-        201
-    );
+    assert_eq!(json(fits.clone().into()).await.status().as_u16(), 201);
     let too_large = format!("{fits} ");
     assert_error(
-        app.post_raw(Some("application/json"), too_large.clone())
-            .await,
+        json(too_large.clone().into()).await,
         413,
         "payload_too_large",
     )
@@ -221,21 +210,11 @@ async fn bodies_that_are_not_json_of_a_json_type_or_too_large_are_refused(pool: 
         .map(|chunk| Ok(chunk.to_vec()))
         .collect();
     let streamed = reqwest::Body::wrap_stream(tokio_stream::iter(chunks));
-    assert_error(
-        app.post_raw(Some("application/json"), streamed).await,
-        413,
-        "payload_too_large",
-    )
-    .await;
+    assert_error(json(streamed).await, 413, "payload_too_large").await;
     // A body that stops coming gets a 408 once the body timeout (1 s here) passes.
     let stalled = tokio_stream::iter([Ok::<_, std::io::Error>("{")]).chain(tokio_stream::pending());
     let stalled = reqwest::Body::wrap_stream(stalled);
-    assert_error(
-        app.post_raw(Some("application/json"), stalled).await,
-        408,
-        "request_timeout",
-    )
-    .await;
+    assert_error(json(stalled).await, 408, "request_timeout").await;
     assert_eq!(stored_orders(&pool).await, 2);
 }
 
@@ -513,6 +492,11 @@ async fn no_request_a_client_can_send_gets_a_5xx_or_an_answer_that_is_not_the_js
     pool: PgPool,
 ) {
     let app = spawn_app(pool).await;
+    // Random input may never be cut: an id of 300 characters is, and says so.
+    let long = app.get(&format!("/orders/{}", "x".repeat(300))).await;
+    let error = assert_error(long, 400, "invalid_order_id").await;
+    let cut = format!("order id \"{}…", "x".repeat(MAX_MESSAGE_CHARS - 10));
+    assert_eq!(error["message"], cut);
     let runtime = tokio::runtime::Handle::current();
     let config = proptest::test_runner::Config {
         cases: 400,
