@@ -14,8 +14,8 @@ use clap::CommandFactory as _;
 use common::{TestApp, assert_error, order_spans, sample_order};
 use orders_test_support::{
     OtlpReceiver, Process, Silent, WAIT, assert_reads_every_variable, body, compose_environment,
-    database_url, free_port, hex, kubernetes_container, otel_env, pairs, point_at_test, relocate,
-    repository_root, string, unreachable_databases, wait_until,
+    database_url, free_port, hex, kubernetes_container, otel_env, pairs, point_at_test,
+    post_orders, string, unreachable_databases, wait_until,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -26,11 +26,11 @@ fn binary() -> PathBuf {
 
 /// The binary with `env`, listening on a port of its own, answering.
 async fn start(env: &[(&str, String)]) -> (Process, TestApp) {
-    start_by(&[], env).await
+    start_by(&[], env, "/healthz").await
 }
 
-/// [`start`], the binary run by `launcher` (such as `prlimit`).
-async fn start_by(launcher: &[&str], env: &[(&str, String)]) -> (Process, TestApp) {
+/// [`start`], the binary run by `launcher` (such as `prlimit`), once `ready` answers.
+async fn start_by(launcher: &[&str], env: &[(&str, String)], ready: &str) -> (Process, TestApp) {
     let binary = binary();
     let mut command = launcher.to_vec();
     command.push(binary.to_str().unwrap());
@@ -42,7 +42,7 @@ async fn start_by(launcher: &[&str], env: &[(&str, String)]) -> (Process, TestAp
     let mut env = env.to_vec();
     env.push(("LISTEN_ADDR", format!("127.0.0.1:{port}")));
     let process = Process::spawn(command[0], &command[1..], &env)
-        .serving(&app.url("/healthz"))
+        .serving(&app.url(ready))
         .await;
     (process, app)
 }
@@ -54,10 +54,8 @@ const ORDERS: usize = 150;
 async fn exports_spans_logs_and_metrics_over_grpc_and_over_http(pool: PgPool) {
     // Each run's receiver port speaks one protocol: what arrives came over it.
     for protocol in ["grpc", "http/protobuf"] {
-        sqlx::query("DELETE FROM orders")
-            .execute(&pool)
-            .await
-            .unwrap();
+        let delete = sqlx::query("DELETE FROM orders");
+        delete.execute(&pool).await.unwrap();
         let receiver = OtlpReceiver::start().await;
         // The SDK's export delay: exports fill up to 512 spans, compressed.
         let mut env = otel_env(&pool, &receiver, protocol);
@@ -135,7 +133,7 @@ async fn idle_connections_past_the_open_file_limit_do_not_lock_out_a_client(pool
         ("DATABASE_URL", database_url(&pool)),
         ("OTEL_SDK_DISABLED", "true".to_owned()),
     ];
-    let (_api, app) = start_by(&["prlimit", "--nofile=1024:1024"], &env).await;
+    let (_api, app) = start_by(&["prlimit", "--nofile=1024:1024"], &env, "/healthz").await;
     let address = app.address.trim_start_matches("http://");
     let mut held = Vec::new();
     for _ in 0..1100 {
@@ -282,20 +280,8 @@ async fn start_as_deployed(
     );
     let receiver = OtlpReceiver::start().await;
     point_at_test(&mut env, pool, &receiver);
-    let port = free_port();
-    relocate(
-        &mut env,
-        "LISTEN_ADDR",
-        listens_at,
-        format!("127.0.0.1:{port}"),
-    );
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        client: reqwest::Client::new(),
-    };
-    let api = Process::spawn(binary(), &[], &pairs(&env))
-        .serving(&app.url(ready_path))
-        .await;
+    assert_eq!(env.remove("LISTEN_ADDR").as_deref(), Some(listens_at));
+    let (api, app) = start_by(&[], &pairs(&env), ready_path).await;
     (api, app, receiver)
 }
 
@@ -330,20 +316,7 @@ async fn runs_with_the_environment_compose_gives_it_and_serves_the_demo_script(p
         &pool,
     )
     .await;
-    let posted = Process::spawn(
-        repository_root().join("scripts/post-orders.sh"),
-        &["5"],
-        &[("ORDERS_API_URL", app.address)],
-    )
-    .wait(WAIT)
-    .await;
-    posted.assert_code(0);
-    let orders: Vec<Value> = posted
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    assert_eq!(orders.len(), 5, "{posted}");
+    let orders = post_orders(&app.address, 5).await;
     assert!(orders.iter().all(|order| order["status"] == "pending"));
     stops_having_exported_as(api, &pool, &receiver, "compose").await;
 }

@@ -19,10 +19,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{binary, bulk_seed, stored_targets, summary, workspace_binary};
+use common::{Target, binary, bulk_seed, start_api, stored_targets, summary, target};
 use orders_test_support::{
-    Jaeger, Process, StoredSpan, WAIT, asked_until, database_url, free_port, repository_root,
-    start_collector,
+    Jaeger, Process, StoredSpan, WAIT, asked_until, database_url, free_port, start_collector,
 };
 use serde_json::Value;
 use sqlx::PgPool;
@@ -56,36 +55,14 @@ fn service_env(pool: &PgPool) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// orders-api, serving.
-async fn start_api(pool: &PgPool) -> (Process, String) {
-    let address = format!("127.0.0.1:{}", free_port());
-    let mut env = service_env(pool);
-    env.push(("LISTEN_ADDR", address.clone()));
-    let api = Process::spawn(workspace_binary("ORDERS_API_BIN", "orders-api"), &[], &env)
-        .serving(&format!("http://{address}/readyz"))
-        .await;
-    (api, format!("http://{address}"))
-}
-
 /// Posts `count` orders with scripts/post-orders.sh; each order's id and its
 /// stored `receive-order` span (trace id, span id).
-fn post_orders(api: &str, count: usize) -> BTreeMap<String, (String, String)> {
-    let posted = Command::new(repository_root().join("scripts/post-orders.sh"))
-        .arg(count.to_string())
-        .env("ORDERS_API_URL", api)
-        .output()
-        .unwrap();
-    assert!(posted.status.success(), "{posted:?}");
-    let orders = String::from_utf8(posted.stdout).unwrap();
+async fn post_orders(api: &str, count: usize) -> BTreeMap<String, Target> {
+    let orders = orders_test_support::post_orders(api, count).await;
+    let text = |order: &Value, field: &str| order[field].as_str().unwrap().to_owned();
     orders
-        .lines()
-        .map(|line| {
-            let order: Value = serde_json::from_str(line).unwrap();
-            let traceparent = order["traceparent"].as_str().unwrap();
-            let fields: Vec<&str> = traceparent.split('-').collect();
-            let id = order["id"].as_str().unwrap().to_owned();
-            (id, (fields[1].to_owned(), fields[2].to_owned()))
-        })
+        .iter()
+        .map(|order| (text(order, "id"), target(&text(order, "traceparent"))))
         .collect()
 }
 
@@ -162,8 +139,8 @@ async fn jaeger_follows_each_link_of_the_batch_to_its_orders_request(pool: PgPoo
     let _chain = CHAIN.lock().await;
     let jaeger = Jaeger::start().await;
     let collector = start_collector("otel-collector.yaml", &[], &collector_env(jaeger.otlp)).await;
-    let (api, url) = start_api(&pool).await;
-    let orders = post_orders(&url, 20);
+    let (api, url) = start_api(service_env(&pool)).await;
+    let orders = post_orders(&url, 20).await;
     assert!(run_batch(&pool).await.starts_with("processed=20 failed=0"));
     let linked = assert_jaeger_follows_every_link(&jaeger, &orders, WAIT).await;
     // The way back: each order names its batch span, which Jaeger holds.
@@ -213,8 +190,8 @@ async fn with_the_backend_down_for_30_s_and_the_collector_restarted_every_link_a
     let down = tokio::time::Instant::now();
     let env = collector_env(backend);
     let collector = start_collector("otel-collector.yaml", &[], &env).await;
-    let (api, url) = start_api(&pool).await;
-    let orders = post_orders(&url, 100);
+    let (api, url) = start_api(service_env(&pool)).await;
+    let orders = post_orders(&url, 100).await;
     let batch = run_batch(&pool).await;
     assert_eq!(
         batch,

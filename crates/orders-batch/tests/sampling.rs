@@ -12,10 +12,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{
-    Target, batch_of_each_order, binary, check_reconcile_spans, link, with, workspace_binary,
+    Target, batch_of_each_order, binary, check_reconcile_spans, link, sampled_targets, start_api,
+    stored_targets, summary, with, workspace_binary,
 };
-use common::{sampled_targets, stored_targets, summary};
-use orders_test_support::{OtlpReceiver, Process, ReceivedSpan, WAIT, free_port, named, otel_env};
+use orders_test_support::{OtlpReceiver, Process, ReceivedSpan, WAIT, named, otel_env};
 use sqlx::PgPool;
 
 const ORDERS: usize = 10_000;
@@ -25,20 +25,15 @@ const ORDERS: usize = 10_000;
 /// spans it exported in all.
 async fn post_orders_sampled_at_a_tenth(pool: &PgPool) -> (HashSet<Target>, usize) {
     let receiver = OtlpReceiver::start().await;
-    let address = format!("127.0.0.1:{}", free_port());
-    let mut env = otel_env(pool, &receiver, "grpc");
-    env.extend([
-        ("LISTEN_ADDR", address.clone()),
-        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
-        ("OTEL_TRACES_SAMPLER_ARG", "0.1".to_owned()),
-    ]);
-    let api = Process::spawn(workspace_binary("ORDERS_API_BIN", "orders-api"), &[], &env)
-        .serving(&format!("http://{address}/healthz"))
-        .await;
+    let a_tenth = [
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+    ];
+    let (api, url) = start_api(with(otel_env(pool, &receiver, "grpc"), &a_tenth)).await;
     let load = Process::spawn(
         workspace_binary("ORDERS_LOAD_BIN", "orders-load"),
         &["--count", &ORDERS.to_string()],
-        &[("ORDERS_API_URL", format!("http://{address}"))],
+        &[("ORDERS_API_URL", url)],
     );
     let load = load.wait(Duration::from_mins(10)).await;
     load.assert_code(0);

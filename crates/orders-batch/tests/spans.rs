@@ -29,6 +29,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::subscriber::DefaultGuard;
 use tracing_subscriber::layer::SubscriberExt as _;
+use uuid::Uuid;
 
 /// Spans and log records of this test's thread (`#[sqlx::test]` runs on a
 /// current-thread runtime), with the link limit a batch of 10 needs.
@@ -72,51 +73,32 @@ fn capture_sampled_by(sampler: impl ShouldSample + 'static) -> Captured {
 impl Captured {
     fn spans(&self) -> Vec<ReceivedSpan> {
         self.tracer.force_flush().unwrap();
-        self.spans
-            .get_finished_spans()
-            .unwrap()
-            .into_iter()
-            .map(ReceivedSpan::from_sdk)
-            .collect()
+        ReceivedSpan::from_sdk(self.spans.get_finished_spans().unwrap())
     }
 
-    /// The trace id of the first log record whose body is `body`.
-    fn trace_of_log(&self, body: &str) -> Option<String> {
-        self.logger.force_flush().unwrap();
-        let records = self.logs.get_emitted_logs().unwrap();
-        let record = records.iter().find(|log| {
-            matches!(log.record.body(), Some(AnyValue::String(text)) if text.as_str() == body)
-        })?;
-        Some(record.record.trace_context()?.trace_id.to_string())
-    }
-
-    /// Each of the product's log records: its body and its `orders` attribute, if any.
-    fn logs(&self) -> Vec<(String, String)> {
+    /// The product's first log record whose body is `body`: its `orders`
+    /// attribute (empty without one), and its trace id.
+    fn log(&self, body: &str) -> (String, Option<String>) {
         self.logger.force_flush().unwrap();
         let text = |value: Option<&AnyValue>| match value {
             Some(AnyValue::String(text)) => text.to_string(),
             _ => String::new(),
         };
         let records = self.logs.get_emitted_logs().unwrap();
-        records
-            .iter()
-            .filter(|log| {
-                log.record
-                    .target()
-                    .is_some_and(|target| target.starts_with("orders"))
-            })
-            .map(|log| {
-                (
-                    text(log.record.body()),
-                    text(
-                        log.record
-                            .attributes_iter()
-                            .find(|(key, _)| key.as_str() == "orders")
-                            .map(|(_, value)| value),
-                    ),
-                )
-            })
-            .collect()
+        let found = records.iter().map(|log| &log.record).find(|record| {
+            record
+                .target()
+                .is_some_and(|target| target.starts_with("orders"))
+                && text(record.body()) == body
+        });
+        let record = found.unwrap_or_else(|| panic!("no log record says {body}"));
+        let orders = record
+            .attributes_iter()
+            .find(|(key, _)| key.as_str() == "orders");
+        let trace = record
+            .trace_context()
+            .map(|context| context.trace_id.to_string());
+        (text(orders.map(|(_, value)| value)), trace)
     }
 }
 
@@ -140,11 +122,10 @@ fn counted(metrics: &InMemoryMetricExporter, name: &str) -> u64 {
         .sum()
 }
 
-async fn run(pool: &PgPool, max_size: u32) -> orders_batch::RunSummary {
-    worker(pool, settings(max_size))
-        .run(&CancellationToken::new())
-        .await
-        .unwrap()
+/// `UPDATE orders SET <set>` of the one order `order`.
+async fn update(pool: &PgPool, set: &str, order: Uuid) {
+    let sql = format!("UPDATE orders SET {set} WHERE id = $1");
+    sqlx::query(&sql).bind(order).execute(pool).await.unwrap();
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
@@ -152,18 +133,11 @@ async fn orders_without_a_valid_context_are_processed_unlinked_and_named(pool: P
     let captured = capture();
     let seeded = seed_orders(&pool, 4).await;
     // A 31-digit trace id, which the SDK's propagator would pad and accept.
-    let corrupt_sql = "UPDATE orders SET traceparent = '00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01' WHERE id = $1";
-    sqlx::query(corrupt_sql)
-        .bind(seeded[1])
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE orders SET traceparent = NULL WHERE id = $1")
-        .bind(seeded[2])
-        .execute(&pool)
-        .await
-        .unwrap();
-    let summary = run(&pool, 10).await;
+    let corrupt = "traceparent = '00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01'";
+    update(&pool, corrupt, seeded[1]).await;
+    update(&pool, "traceparent = NULL", seeded[2]).await;
+    let worker = worker(&pool, settings(10));
+    let summary = worker.run(&CancellationToken::new()).await.unwrap();
     assert_eq!((summary.processed, summary.unlinked), (4, 2));
 
     let spans = captured.spans();
@@ -178,11 +152,9 @@ async fn orders_without_a_valid_context_are_processed_unlinked_and_named(pool: P
     stored.retain(|order, _| linked.contains(order));
     let reconciled = check_reconcile_spans(&spans, &[batch], &stored);
     assert_eq!(reconciled.len(), 4, "unlinked orders are reconciled too");
-    let (_, named_orders) = captured
-        .logs()
-        .into_iter()
-        .find(|(body, _)| body.contains("without a valid stored trace context"))
-        .unwrap();
+    let (named_orders, _) = captured.log(
+        "orders without a valid stored trace context: processed, but the batch cannot link to their requests",
+    );
     assert_eq!(named_orders, format!("{},{}", seeded[1], seeded[2]));
 }
 
@@ -190,11 +162,7 @@ async fn orders_without_a_valid_context_are_processed_unlinked_and_named(pool: P
 async fn an_order_that_does_not_reconcile_fails_its_step_and_is_retried_until_failed(pool: PgPool) {
     let captured = capture();
     let bad = seed_orders(&pool, 3).await[1];
-    sqlx::query("UPDATE orders SET total_cents = total_cents + 1 WHERE id = $1")
-        .bind(bad)
-        .execute(&pool)
-        .await
-        .unwrap();
+    update(&pool, "total_cents = total_cents + 1", bad).await;
     let worker = worker(&pool, settings(10));
     let first = worker.run(&CancellationToken::new()).await.unwrap();
     assert_eq!((first.processed, first.retrying, first.failed), (2, 1, 0));
@@ -253,13 +221,9 @@ async fn an_order_failing_in_an_unrecorded_batch_is_logged_with_the_batch_trace(
     let captured = capture_sampled_by(LinkSampler::new(0.0));
     let bad = seed_orders(&pool, 3).await[1];
     // Requests that were not sampled (trace flags 00), and one order that fails.
-    let unsampled = "UPDATE orders SET traceparent = left(traceparent, 53) || '00', \
-        total_cents = total_cents + (id = $1)::int";
-    sqlx::query(unsampled)
-        .bind(bad)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let unsampled = "UPDATE orders SET traceparent = left(traceparent, 53) || '00'";
+    sqlx::query(unsampled).execute(&pool).await.unwrap();
+    update(&pool, "total_cents = total_cents + 1", bad).await;
     let linking_sampled = BatchSettings {
         link_selection: LinkSelection::Sampled,
         ..settings(10)
@@ -290,8 +254,5 @@ async fn an_order_failing_in_an_unrecorded_batch_is_logged_with_the_batch_trace(
         .unwrap();
     assert_eq!(row.batch_span_sampled, Some(false));
     let batch_trace = row.batch_trace_id.unwrap();
-    assert_eq!(
-        captured.trace_of_log("order did not reconcile"),
-        Some(batch_trace)
-    );
+    assert_eq!(captured.log("order did not reconcile").1, Some(batch_trace));
 }

@@ -26,6 +26,14 @@ fn span_context(index: u64, state: TraceState) -> SpanContext {
     )
 }
 
+/// What a row holding `traceparent` and no trace state stores.
+fn stored(traceparent: &str) -> StoredContext {
+    StoredContext {
+        traceparent: traceparent.to_owned(),
+        tracestate: None,
+    }
+}
+
 #[test]
 fn the_stored_context_is_the_w3c_header_pair_and_round_trips() {
     let state = TraceState::from_key_value([("a", "1"), ("b", "2")]).unwrap();
@@ -36,21 +44,15 @@ fn the_stored_context_is_the_w3c_header_pair_and_round_trips() {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     );
     assert_eq!(stored.tracestate.as_deref(), Some("a=1,b=2"));
-    let restored = stored.span_context().unwrap();
-    assert_eq!(
-        (
-            restored.trace_id(),
-            restored.span_id(),
-            restored.trace_flags()
-        ),
-        (
-            original.trace_id(),
-            original.span_id(),
-            original.trace_flags()
-        )
+    // Ids, flags and trace state, coming back remote.
+    let remote = SpanContext::new(
+        original.trace_id(),
+        original.span_id(),
+        original.trace_flags(),
+        true,
+        original.trace_state().clone(),
     );
-    assert_eq!(restored.trace_state().header(), "a=1,b=2");
-    assert!(restored.is_remote());
+    assert_eq!(stored.span_context(), Some(remote));
 
     let without_state = StoredContext::of(&span_context(0, TraceState::NONE)).unwrap();
     assert_eq!(without_state.tracestate, None);
@@ -78,11 +80,7 @@ fn only_strictly_valid_traceparents_are_linked() {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
     ] {
         assert!(!is_valid_traceparent(traceparent), "{traceparent:?}");
-        let stored = StoredContext {
-            traceparent: traceparent.to_owned(),
-            tracestate: None,
-        };
-        assert_eq!(stored.span_context(), None, "{traceparent:?}");
+        assert_eq!(stored(traceparent).span_context(), None, "{traceparent:?}");
     }
 }
 
@@ -90,10 +88,7 @@ fn only_strictly_valid_traceparents_are_linked() {
 fn links_name_their_item_and_report_by_id_what_cannot_be_linked() {
     let state = TraceState::from_key_value([("vendor", "x".repeat(256))]).unwrap();
     let valid = StoredContext::of(&span_context(1, state)).unwrap();
-    let corrupt = StoredContext {
-        traceparent: "00-abc-def-01".to_owned(),
-        tracestate: None,
-    };
+    let corrupt = stored("00-abc-def-01");
     let links = Links::to([
         ("a", Some(&valid)),
         ("b", Some(&corrupt)),
@@ -130,10 +125,7 @@ fn links_name_their_item_and_report_by_id_what_cannot_be_linked() {
 #[test]
 fn under_link_aware_sampling_a_batch_span_is_given_only_links_to_sampled_spans() {
     let sampled = StoredContext::of(&span_context(1, TraceState::NONE)).unwrap();
-    let unsampled = StoredContext {
-        traceparent: sampled.traceparent.replace("-01", "-00"),
-        tracestate: None,
-    };
+    let unsampled = stored(&sampled.traceparent.replace("-01", "-00"));
     let links = Links::to([("a", Some(&sampled)), ("b", Some(&unsampled)), ("c", None)]);
     let named = |given: Vec<&Link>| -> Vec<String> {
         given

@@ -104,18 +104,14 @@ impl Jaeger {
     /// `operation`, started within the last hour.
     pub async fn find(&self, service: &str, operation: &str) -> Vec<StoredSpan> {
         let now = Utc::now();
-        let time = |at: chrono::DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let time = |minutes| {
+            (now + chrono::Duration::minutes(minutes)).to_rfc3339_opts(SecondsFormat::Secs, true)
+        };
         let query = [
             ("query.service_name", service.to_owned()),
             ("query.operation_name", operation.to_owned()),
-            (
-                "query.start_time_min",
-                time(now - chrono::Duration::hours(1)),
-            ),
-            (
-                "query.start_time_max",
-                time(now + chrono::Duration::minutes(1)),
-            ),
+            ("query.start_time_min", time(-60)),
+            ("query.start_time_max", time(1)),
             ("query.num_traces", "1000".to_owned()),
         ];
         self.get(&format!("{}/traces", self.query), &query).await

@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{INSTALL_PINNED_TOOLS, pinned_python, repository_root, stdout_of};
+use crate::{python_json, repository_root, stdout_of};
 
 /// Multi-document YAML on stdin to a JSON list; each Secret's `data` decoded.
 const TO_JSON: &str = r#"
@@ -82,35 +82,22 @@ pub fn kubernetes_container(overlay: &str, workload: &str, container: &str) -> C
 
 /// Every object `kubectl kustomize <overlay>` renders.
 fn render(overlay: &str) -> Vec<Value> {
-    let mut kubectl = Command::new("kubectl")
+    let rendering = format!("kubectl kustomize {overlay}");
+    let kubectl = Command::new("kubectl")
         .args(["kustomize", overlay])
         .current_dir(repository_root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| match error.kind() {
+        .output()
+        .map_err(|error| match error.kind() {
             ErrorKind::NotFound => panic!(
                 "kubectl is missing: install kubectl 1.32 (https://kubernetes.io/docs/tasks/tools/)"
             ),
-            _ => panic!("kubectl: {error}"),
+            _ => error,
         });
-    let yaml = kubectl
-        .stdout
-        .take()
-        .unwrap_or_else(|| panic!("kubectl's stdout"));
-    let json = Command::new(pinned_python())
-        .args(["-c", TO_JSON])
-        .stdin(yaml)
-        .output()
-        .unwrap_or_else(|error| {
-            panic!("the pinned tools' Python: {error}; install it: {INSTALL_PINNED_TOOLS}")
-        });
-    // kubectl first: PyYAML reads a failed render as no objects.
-    let rendering = format!("kubectl kustomize {overlay}");
-    stdout_of(&rendering, kubectl.wait_with_output());
+    // Checked first: PyYAML reads a failed render as no objects.
+    let yaml = stdout_of(&rendering, kubectl);
     let reading = format!("{rendering}, read by PyYAML");
-    let json = stdout_of(&reading, Ok(json));
-    serde_json::from_slice(&json).unwrap_or_else(|error| panic!("{reading}: {error}"))
+    let objects = python_json(&reading, TO_JSON, &yaml);
+    serde_json::from_value(objects).unwrap_or_else(|error| panic!("{reading}: {error}"))
 }
 
 /// Where a container's references are looked up: the objects rendered with

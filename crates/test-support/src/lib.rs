@@ -47,8 +47,14 @@ const INSTALL_PINNED_TOOLS: &str = "python3 -m venv .ci/tools/.venv && .ci/tools
 #[must_use]
 pub fn yaml_as_json(yaml: &str) -> serde_json::Value {
     const TO_JSON: &str = "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))";
+    python_json("PyYAML", TO_JSON, yaml.as_bytes())
+}
+
+/// The JSON the pinned tools' Python prints running `script` on `input`;
+/// `what` names it in a failure.
+fn python_json(what: &str, script: &str, input: &[u8]) -> serde_json::Value {
     let mut python = std::process::Command::new(pinned_python())
-        .args(["-c", TO_JSON])
+        .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -57,11 +63,11 @@ pub fn yaml_as_json(yaml: &str) -> serde_json::Value {
             panic!("the pinned tools' Python: {error}; install it: {INSTALL_PINNED_TOOLS}")
         });
     if let Some(mut stdin) = python.stdin.take() {
-        std::io::Write::write_all(&mut stdin, yaml.as_bytes())
-            .unwrap_or_else(|error| panic!("PyYAML's stdin: {error}"));
+        std::io::Write::write_all(&mut stdin, input)
+            .unwrap_or_else(|error| panic!("{what}'s stdin: {error}"));
     }
-    let json = stdout_of("PyYAML", python.wait_with_output());
-    serde_json::from_slice(&json).unwrap_or_else(|error| panic!("PyYAML's JSON: {error}"))
+    let json = stdout_of(what, python.wait_with_output());
+    serde_json::from_slice(&json).unwrap_or_else(|error| panic!("{what}'s JSON: {error}"))
 }
 
 /// What a tool printed, once it ran and succeeded; else fails with what it
@@ -118,12 +124,8 @@ pub fn point_at_test(
     pool: &PgPool,
     receiver: &OtlpReceiver,
 ) {
-    relocate(
-        environment,
-        "DATABASE_URL",
-        "@postgres:5432/",
-        database_url(pool),
-    );
+    let url = database_url(pool);
+    relocate(environment, "DATABASE_URL", "@postgres:5432/", url);
     relocate(
         environment,
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -156,6 +158,16 @@ pub fn binary(variable: &str, cargo_built: &str) -> PathBuf {
 #[must_use]
 pub fn database_url(pool: &PgPool) -> String {
     pool.connect_options().to_url_lossy().to_string()
+}
+
+/// A listener on a port of 127.0.0.1 of its own, and its address.
+async fn listen() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await;
+    let listener = listener.unwrap_or_else(|error| panic!("{error}"));
+    let address = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("{error}"));
+    (listener, address)
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -215,6 +227,20 @@ pub fn otel_env(
     ]
 }
 
+/// Posts `count` orders to the API at `url` as the README does, with
+/// `scripts/post-orders.sh` (curl); the orders it printed, one a line.
+pub async fn post_orders(url: &str, count: usize) -> Vec<serde_json::Value> {
+    let script = repository_root().join("scripts/post-orders.sh");
+    let env = [("ORDERS_API_URL", url.to_owned())];
+    let posted = Process::spawn(script, &[&count.to_string()], &env);
+    let posted = posted.wait(WAIT).await;
+    posted.assert_code(0);
+    let order = |line: &str| serde_json::from_str(line).unwrap_or_else(|_| panic!("{line}"));
+    let orders: Vec<serde_json::Value> = posted.stdout.lines().map(order).collect();
+    assert_eq!(orders.len(), count, "{posted}");
+    orders
+}
+
 /// A port on 127.0.0.1 that accepts connections and never answers, until
 /// dropped: a hung collector, or a hung database.
 #[derive(Debug)]
@@ -226,12 +252,7 @@ pub struct Silent {
 
 impl Silent {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|error| panic!("{error}"));
-        let address = listener
-            .local_addr()
-            .unwrap_or_else(|error| panic!("{error}"));
+        let (listener, address) = listen().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&accepted);
         let holding = tokio::spawn(async move {

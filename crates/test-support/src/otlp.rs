@@ -35,11 +35,12 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::Link;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
+
+use crate::listen;
 
 /// The largest message a collector's OTLP/gRPC receiver accepts by default;
 /// held on both transports here, so that no export the services make could be
@@ -153,17 +154,7 @@ impl OtlpReceiver {
             answers: Answers(Box::new(answer)),
             trace_requests: AtomicUsize::new(0),
         });
-        let bind = || async {
-            TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap_or_else(|error| panic!("{error}"))
-        };
-        let (grpc, http) = (bind().await, bind().await);
-        let addresses = [&grpc, &http].map(|listener| {
-            listener
-                .local_addr()
-                .unwrap_or_else(|error| panic!("{error}"))
-        });
+        let ((grpc, grpc_address), (http, http_address)) = (listen().await, listen().await);
         let collector = Collector(received.clone());
         let grpc = tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -205,8 +196,8 @@ impl OtlpReceiver {
         });
         Self {
             received,
-            grpc: addresses[0],
-            http: addresses[1],
+            grpc: grpc_address,
+            http: http_address,
             tasks: [grpc, http],
         }
     }
@@ -214,34 +205,28 @@ impl OtlpReceiver {
     /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT` with `protocol` (`grpc` or `http/protobuf`).
     #[must_use]
     pub fn endpoint(&self, protocol: &str) -> String {
-        format!(
-            "http://{}",
-            if protocol == "grpc" {
-                self.grpc
-            } else {
-                self.http
-            }
-        )
-    }
-
-    fn received(&self) -> MutexGuard<'_, Received> {
-        self.received.lock()
+        let address = if protocol == "grpc" {
+            self.grpc
+        } else {
+            self.http
+        };
+        format!("http://{address}")
     }
 
     #[must_use]
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.received().spans.clone()
+        self.received.lock().spans.clone()
     }
 
     #[must_use]
     pub fn logs(&self) -> Vec<LogRecord> {
-        self.received().logs.clone()
+        self.received.lock().logs.clone()
     }
 
     /// Trace export requests accepted.
     #[must_use]
     pub fn trace_exports(&self) -> usize {
-        self.received().trace_exports
+        self.received.lock().trace_exports
     }
 
     /// Trace export requests received, refused ones included.
@@ -253,7 +238,7 @@ impl OtlpReceiver {
     /// The names of the metrics received, a name once per export.
     #[must_use]
     pub fn metric_names(&self) -> Vec<String> {
-        let metrics = &self.received().metrics;
+        let metrics = &self.received.lock().metrics;
         metrics.iter().map(|metric| metric.name.clone()).collect()
     }
 
@@ -261,7 +246,7 @@ impl OtlpReceiver {
     /// attribute `key` is `value`, or that has no `key` when `value` is `None`.
     #[must_use]
     pub fn counter(&self, name: &str, key: &str, value: Option<&str>) -> Option<i64> {
-        let metrics = &self.received().metrics;
+        let metrics = &self.received.lock().metrics;
         let sums = metrics.iter().filter(|metric| metric.name == name);
         let points = sums.filter_map(|metric| match &metric.data {
             Some(Data::Sum(sum)) => Some(&sum.data_points),
@@ -471,17 +456,16 @@ impl logs::LogsService for Collector {
     }
 }
 
+/// The value of the attribute `key` of `attributes`.
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    let found = attributes.iter().find(|kv| kv.key == key)?;
+    found.value.as_ref()?.value.as_ref()
+}
+
 /// The string attribute `key` of `attributes`.
 #[must_use]
 pub fn string<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attributes
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?
-    {
+    match attribute(attributes, key)? {
         Value::StringValue(value) => Some(value),
         _ => None,
     }
@@ -506,14 +490,15 @@ pub fn body(record: &LogRecord) -> Option<&str> {
 }
 
 impl ReceivedSpan {
-    /// A span from the SDK's in-memory exporter, in the form OTLP sends it.
+    /// Spans from the SDK's in-memory exporter, in the form OTLP sends them.
     #[must_use]
-    pub fn from_sdk(span: opentelemetry_sdk::trace::SpanData) -> Self {
-        Self {
+    pub fn from_sdk(spans: Vec<opentelemetry_sdk::trace::SpanData>) -> Vec<Self> {
+        let from = |span: opentelemetry_sdk::trace::SpanData| Self {
             service: String::new(),
             resource: Vec::new(),
             span: Span::from(span),
-        }
+        };
+        spans.into_iter().map(from).collect()
     }
 
     #[must_use]
@@ -544,16 +529,7 @@ impl ReceivedSpan {
 
     #[must_use]
     pub fn int(&self, key: &str) -> Option<i64> {
-        match self
-            .span
-            .attributes
-            .iter()
-            .find(|kv| kv.key == key)?
-            .value
-            .as_ref()?
-            .value
-            .as_ref()?
-        {
+        match attribute(&self.span.attributes, key)? {
             Value::IntValue(value) => Some(*value),
             _ => None,
         }

@@ -62,11 +62,8 @@ fn every_shipped_collector_configuration_is_valid_where_it_runs() {
         ),
     ];
     for (place, config, environment) in &places {
-        collector(
-            place,
-            &["validate", &format!("--config={config}")],
-            environment,
-        );
+        let config = format!("--config={config}");
+        collector(place, &["validate", &config], environment);
     }
 }
 

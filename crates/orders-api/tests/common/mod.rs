@@ -120,7 +120,7 @@ pub async fn order_spans<'a>(pool: &PgPool, spans: &'a [ReceivedSpan]) -> Vec<&'
     let stored = stored_contexts(pool).await;
     stored
         .iter()
-        .map(|(traceparent, _)| check_order_spans(spans, traceparent))
+        .map(|(traceparent, _)| check_order_spans(spans, traceparent).0)
         .collect()
 }
 
@@ -150,12 +150,7 @@ pub fn capture_spans() -> CapturedSpans {
 impl CapturedSpans {
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.provider.force_flush().unwrap();
-        self.exporter
-            .get_finished_spans()
-            .unwrap()
-            .into_iter()
-            .map(ReceivedSpan::from_sdk)
-            .collect()
+        ReceivedSpan::from_sdk(self.exporter.get_finished_spans().unwrap())
     }
 }
 
@@ -173,8 +168,12 @@ pub fn only<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
 
 /// Checks the spans of the order whose stored traceparent is `traceparent`:
 /// its `receive-order` span is that context, inside the request's SERVER
-/// span, with `validate` and `persist-order` under it. Returns it.
-pub fn check_order_spans<'a>(spans: &'a [ReceivedSpan], traceparent: &str) -> &'a ReceivedSpan {
+/// span, with `validate` and `persist-order` under it. Returns it and that
+/// SERVER span.
+pub fn check_order_spans<'a>(
+    spans: &'a [ReceivedSpan],
+    traceparent: &str,
+) -> (&'a ReceivedSpan, &'a ReceivedSpan) {
     let receive = named(spans, "receive-order")
         .into_iter()
         .find(|span| traceparent == format!("00-{}-{}-01", span.trace_id(), span.span_id()))
@@ -195,5 +194,5 @@ pub fn check_order_spans<'a>(spans: &'a [ReceivedSpan], traceparent: &str) -> &'
         ["persist-order", "validate"],
         "under {traceparent}"
     );
-    receive
+    (receive, parent)
 }

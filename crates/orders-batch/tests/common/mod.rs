@@ -14,7 +14,7 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState}
 use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
 use orders::{JsonObject, OrderRequest, store};
 use orders_batch::{BatchMetrics, BatchSettings, Worker};
-use orders_test_support::{Exited, ReceivedSpan, hex, named, string};
+use orders_test_support::{Exited, Process, ReceivedSpan, free_port, hex, named, string};
 use span_links::{LinkSelection, StoredContext};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -29,6 +29,16 @@ pub fn binary() -> PathBuf {
 pub fn workspace_binary(variable: &str, name: &str) -> PathBuf {
     let built = Path::new(env!("CARGO_BIN_EXE_orders-batch")).with_file_name(name);
     orders_test_support::binary(variable, built.to_str().unwrap())
+}
+
+/// orders-api with `env`, on a port of its own, once ready; and its URL.
+pub async fn start_api(mut env: Vec<(&'static str, String)>) -> (Process, String) {
+    let address = format!("127.0.0.1:{}", free_port());
+    env.push(("LISTEN_ADDR", address.clone()));
+    let api = Process::spawn(workspace_binary("ORDERS_API_BIN", "orders-api"), &[], &env)
+        .serving(&format!("http://{address}/readyz"))
+        .await;
+    (api, format!("http://{address}"))
 }
 
 /// `env` and `more`.
@@ -57,22 +67,15 @@ pub async fn seed_orders(pool: &PgPool, count: usize) -> Vec<Uuid> {
         } else {
             TraceState::NONE
         };
-        let span_id = SpanId::from(u64::try_from(index).unwrap() + 1);
-        let context = SpanContext::new(
+        let context = StoredContext::of(&SpanContext::new(
             TraceId::from(Uuid::new_v4().as_u128()),
-            span_id,
+            SpanId::from(u64::try_from(index).unwrap() + 1),
             TraceFlags::SAMPLED,
             false,
             state,
-        );
+        ));
         let order = request.clone().validate().unwrap();
-        let stored = store::insert_order(
-            pool,
-            Uuid::now_v7(),
-            &order,
-            StoredContext::of(&context).as_ref(),
-        )
-        .await;
+        let stored = store::insert_order(pool, Uuid::now_v7(), &order, context.as_ref()).await;
         let Ok(store::Inserted::New(stored)) = stored else {
             panic!("{stored:?}")
         };
@@ -172,13 +175,15 @@ pub async fn sampled_targets(pool: &PgPool) -> HashMap<String, Target> {
 async fn targets_where(pool: &PgPool, condition: &str) -> HashMap<String, Target> {
     let query = format!("SELECT id, traceparent FROM orders WHERE {condition}");
     let rows: Vec<(Uuid, String)> = sqlx::query_as(&query).fetch_all(pool).await.unwrap();
-    let target = |traceparent: &str| {
-        let fields: Vec<&str> = traceparent.split('-').collect();
-        (fields[1].to_owned(), fields[2].to_owned())
-    };
     rows.into_iter()
         .map(|(id, traceparent)| (id.to_string(), target(&traceparent)))
         .collect()
+}
+
+/// Where `traceparent` points.
+pub fn target(traceparent: &str) -> Target {
+    let fields: Vec<&str> = traceparent.split('-').collect();
+    (fields[1].to_owned(), fields[2].to_owned())
 }
 
 /// The order a link was made for, and where it points; a link carries no
