@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use orders::order::FieldError;
 use orders::{StoreError, ValidationErrors};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,63 +55,98 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error answer: `{"error": {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ErrorDetail<'a> {
-    code: &'static str,
+    code: ErrorCode,
+    /// Names the offending field; quotes at most 200 characters of the input.
     message: String,
+    /// Every broken rule, for `validation_failed` only.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(min_items = 1)]
     details: &'a [FieldError],
+}
+
+/// What went wrong, for programs to tell apart: docs/http-api.md has a row
+/// for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedJson,
+    InvalidBody,
+    ValidationFailed,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    UnreadableBody,
+    RequestTimeout,
+    InvalidOrderId,
+    InvalidPath,
+    InvalidIdempotencyKey,
+    IdempotencyKeyReused,
+    IdempotencyKeyInFlight,
+    OrderNotFound,
+    NotFound,
+    MethodNotAllowed,
+    DatabaseUnavailable,
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The status every error of this code is answered with.
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedJson
+            | Self::UnreadableBody
+            | Self::InvalidOrderId
+            | Self::InvalidPath
+            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            Self::InvalidBody | Self::ValidationFailed | Self::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::OrderNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 }
 
 impl ApiError {
     #[must_use]
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::MalformedJson(_)
-            | Self::UnreadableBody(_)
-            | Self::InvalidOrderId(_)
-            | Self::InvalidPath(_)
-            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
-            Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
-            Self::InvalidBody(_) | Self::Validation(_) | Self::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::OrderNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Store(error) if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
-    /// A stable, machine-readable name for the error.
     #[must_use]
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::MalformedJson(_) => "malformed_json",
-            Self::InvalidBody(_) => "invalid_body",
-            Self::Validation(_) => "validation_failed",
-            Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::UnreadableBody(_) => "unreadable_body",
-            Self::BodyReadTimeout(_) => "request_timeout",
-            Self::InvalidOrderId(_) => "invalid_order_id",
-            Self::InvalidPath(_) => "invalid_path",
-            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
-            Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
-            Self::OrderNotFound(_) => "order_not_found",
-            Self::RouteNotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Store(error) if error.is_unavailable() => "database_unavailable",
-            Self::Store(_) => "internal_error",
+            Self::MalformedJson(_) => ErrorCode::MalformedJson,
+            Self::InvalidBody(_) => ErrorCode::InvalidBody,
+            Self::Validation(_) => ErrorCode::ValidationFailed,
+            Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::UnreadableBody(_) => ErrorCode::UnreadableBody,
+            Self::BodyReadTimeout(_) => ErrorCode::RequestTimeout,
+            Self::InvalidOrderId(_) => ErrorCode::InvalidOrderId,
+            Self::InvalidPath(_) => ErrorCode::InvalidPath,
+            Self::InvalidIdempotencyKey => ErrorCode::InvalidIdempotencyKey,
+            Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            Self::IdempotencyKeyInFlight => ErrorCode::IdempotencyKeyInFlight,
+            Self::OrderNotFound(_) => ErrorCode::OrderNotFound,
+            Self::RouteNotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::Store(error) if error.is_unavailable() => ErrorCode::DatabaseUnavailable,
+            Self::Store(_) => ErrorCode::InternalError,
         }
     }
 }

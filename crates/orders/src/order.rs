@@ -8,8 +8,9 @@ use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
+use serde::de::{MapAccess, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use span_links::StoredContext;
@@ -26,14 +27,19 @@ pub const MAX_QUANTITY: i64 = 10_000;
 pub const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
 
 /// An order as submitted, before validation.
-///
-/// Numbers are `i64` so that out-of-range values reach [`OrderRequest::validate`]
-/// and get a message naming the field and its range, instead of a type error.
-#[derive(Debug, Clone, Deserialize)]
+//
+// Numbers are `i64` so that out-of-range values reach `OrderRequest::validate`
+// and get a message naming the field and its range, instead of a type error.
+// The `schema` attributes state the same rules for the OpenAPI document (they
+// take literals only; a test holds them to the constants above).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
+    /// 1 to 64 characters, none of them U+0000 (PostgreSQL cannot store it).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000]*$")]
     pub customer_id: String,
     #[serde(deserialize_with = "objects")]
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<LineItemRequest>,
 }
 
@@ -77,12 +83,56 @@ where
 }
 
 /// A line item as submitted, before validation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineItemRequest {
+    /// 1 to 64 characters, none of them U+0000.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000]*$")]
     pub sku: String,
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub quantity: i64,
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 0, maximum = 100_000_000)]
     pub unit_price_cents: i64,
+}
+
+/// A JSON integer, also when written with a zero fraction (`2.0`): JSON
+/// Schema, and so the OpenAPI document, counts `2.0` as an integer.
+fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct IntegerVisitor;
+
+    impl Visitor<'_> for IntegerVisitor {
+        type Value = i64;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<i64, E> {
+            Ok(value)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<i64, E> {
+            i64::try_from(value).map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+        }
+
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_precision_loss,
+            reason = "the value is whole and inside i64's range"
+        )]
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<i64, E> {
+            let whole = value.fract() == 0.0 && (i64::MIN as f64..i64::MAX as f64).contains(&value);
+            if whole {
+                Ok(value as i64)
+            } else {
+                Err(E::invalid_type(Unexpected::Float(value), &self))
+            }
+        }
+    }
+
+    deserializer.deserialize_i64(IntegerVisitor)
 }
 
 /// An order that passed validation and can be stored.
@@ -95,15 +145,15 @@ pub struct NewOrder {
 }
 
 /// One validated line item of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LineItem {
     pub sku: String,
     pub quantity: i64,
     pub unit_price_cents: i64,
 }
 
-/// One rule an [`OrderRequest`] broke, with the JSON path of the field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One rule an order broke, with the JSON path of the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -269,7 +319,7 @@ impl NewOrder {
 }
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Stored, waiting for a batch.
@@ -309,13 +359,13 @@ impl OrderStatus {
 
 /// The `process-batch` span that handled an order: the way back from an order
 /// to its batch, which a span link (pointing the other way) cannot give.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct BatchSpan {
     pub trace_id: String,
     pub span_id: String,
     /// The span's sampled flag: whether it was recorded and exported. With
-    /// link-aware sampling, a batch of unsampled orders is not. `None` for
-    /// orders processed before the flag was stored.
+    /// link-aware sampling, a batch of unsampled orders is not. Unknown
+    /// (`null`) for orders processed before the flag was stored.
     pub sampled: Option<bool>,
 }
 
@@ -380,6 +430,38 @@ mod tests {
             .unwrap();
         assert_eq!(order.total_cents(), 100 * 10_000 * 100_000_000);
         assert!(request("c", vec![item("s", 1, 0)]).validate().is_ok());
+    }
+
+    #[test]
+    fn the_openapi_schema_states_the_limits_validate_checks() {
+        use utoipa::PartialSchema as _;
+        let order = serde_json::to_value(OrderRequest::schema()).unwrap();
+        let item = serde_json::to_value(LineItemRequest::schema()).unwrap();
+        let (order, item) = (&order["properties"], &item["properties"]);
+        let customer_id = &order["customer_id"];
+        assert_eq!(customer_id["minLength"], 1);
+        assert_eq!(customer_id["maxLength"], MAX_CUSTOMER_ID_CHARS);
+        assert_eq!(order["items"]["minItems"], 1);
+        assert_eq!(order["items"]["maxItems"], MAX_ITEMS);
+        assert_eq!(item["sku"]["minLength"], 1);
+        assert_eq!(item["sku"]["maxLength"], MAX_SKU_CHARS);
+        assert_eq!(item["quantity"]["minimum"], 1);
+        assert_eq!(item["quantity"]["maximum"], MAX_QUANTITY);
+        assert_eq!(item["unit_price_cents"]["minimum"], 0);
+        assert_eq!(item["unit_price_cents"]["maximum"], MAX_UNIT_PRICE_CENTS);
+    }
+
+    #[test]
+    fn a_whole_number_written_with_a_fraction_is_an_integer() {
+        let item = |quantity: &str| {
+            let json = format!(r#"{{"sku": "s", "quantity": {quantity}, "unit_price_cents": 1}}"#);
+            serde_json::from_str::<LineItemRequest>(&json).map(|item| item.quantity)
+        };
+        assert_eq!(item("2.0").unwrap(), 2);
+        assert_eq!(item("-3.0").unwrap(), -3);
+        assert!(item("2.5").is_err());
+        assert!(item("1e300").is_err());
+        assert!(item("18446744073709551615").is_err());
     }
 
     #[test]

@@ -13,15 +13,16 @@ use orders::order::BatchSpan;
 use orders::{LineItem, Order, OrderRequest, OrderStatus, store};
 use serde::Serialize;
 use span_links::StoredContext;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json_body::JsonBody;
 use crate::receive_order::receive_order;
 
 /// An order as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderResponse {
     pub id: Uuid,
     pub status: OrderStatus,
@@ -30,15 +31,21 @@ pub struct OrderResponse {
     pub total_cents: i64,
     pub created_at: DateTime<Utc>,
     /// Trace id of the request that created the order: paste it into SigNoz.
+    #[schema(required = true)]
     pub trace_id: Option<String>,
     /// W3C context of the order's `receive-order` span, which batches link to.
+    #[schema(required = true)]
     pub traceparent: Option<String>,
+    #[schema(required = true)]
     pub tracestate: Option<String>,
     pub attempts: i32,
+    #[schema(required = true)]
     pub last_error: Option<String>,
+    #[schema(required = true)]
     pub processed_at: Option<DateTime<Utc>>,
     /// The `process-batch` span that processed the order (for a failed order,
     /// the one that last tried it), and whether it was sampled.
+    #[schema(required = true)]
     pub process_batch: Option<BatchSpan>,
 }
 
@@ -73,6 +80,39 @@ impl From<Order> for OrderResponse {
 /// `POST /orders`: `201 Created` with the stored order and its `Location`.
 /// With an `Idempotency-Key`, a retry of the same order gets the order first
 /// created, whatever happened to the first answer.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    operation_id = "createOrder",
+    tag = "orders",
+    request_body = OrderRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false,
+            // What idempotency_key accepts: 1 to 255 visible ASCII characters,
+            // bare or quoted; a bare key cannot be an empty quoted one (`""`).
+            pattern = r#"^(?:"[!-~]{1,255}"|(?!"[!-~]*"$)[!-~]{1,255})$"#,
+            description = "Retry safely: a retry with the same key and order gets the order first created. 1 to 255 visible ASCII characters, bare or quoted."),
+        ("traceparent" = Option<String>, Header, nullable = false,
+            description = "W3C Trace Context: the request continues this trace; an invalid one is ignored and a new trace starts."),
+        ("tracestate" = Option<String>, Header, nullable = false,
+            description = "W3C Trace Context, with `traceparent`; kept to its first 32 members and 512 characters."),
+    ),
+    responses(
+        (status = 201, description = "The order, stored; retried with its `Idempotency-Key`, the order first created.",
+            body = OrderResponse,
+            headers(("Location" = String, description = "The order's URL, `/orders/{id}`.")),
+            links(("GetOrderById" = (operation_id = "getOrder", parameters(("id" = "$response.body#/id")),
+                description = "The order just created.")))),
+        (status = 400, description = "`malformed_json`, `invalid_idempotency_key` or `unreadable_body`.", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time.", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_flight`: retry.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over 64 KiB.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: `Content-Type` missing or not JSON.", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `validation_failed` or `idempotency_key_reused`.", body = ErrorBody),
+        (status = 500, description = "`internal_error`: never for what a client sends.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry, with the same `Idempotency-Key`.", body = ErrorBody),
+    )
+)]
 pub async fn create_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -118,6 +158,20 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// `GET /orders/{id}`: the order, its source trace context and, once processed,
 /// the `process-batch` span that processed it.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    operation_id = "getOrder",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's `id`, as `POST /orders` answered it.")),
+    responses(
+        (status = 200, description = "The order.", body = OrderResponse),
+        (status = 400, description = "`invalid_order_id` or `invalid_path`.", body = ErrorBody),
+        (status = 404, description = "`order_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal_error`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry.", body = ErrorBody),
+    )
+)]
 pub async fn get_order(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
