@@ -10,9 +10,10 @@
 #   server binaries (Debian: the `postgresql` package; 127.0.0.1, a free port,
 #   trusted superuser postgres), stopped and deleted when this script exits,
 #   however it exits;
-# - the pinned docker-compose (orders-load, orders-api, orders-batch,
-#   orders-test-support): the compose-environment tests run it, installed into
-#   .ci/tools/.venv (python3 with venv) when missing;
+# - the pinned Python tools, .ci/tools/requirements.txt (orders-load,
+#   orders-api, orders-batch, orders-test-support): docker-compose, which the
+#   compose-environment tests run, and for orders-api Schemathesis and
+#   openapi-python-client; installed into .ci/tools/.venv (python3 with venv);
 # - kubectl (orders-api, orders-batch, orders-test-support): tests render
 #   kubernetes/ with its kustomize;
 # - Go (orders-batch, orders-test-support): the project's collector
@@ -75,7 +76,7 @@ fi
 
 if [ -n "$compose" ]; then
   if [ ! -x "$venv/bin/pip" ]; then
-    echo "scripts/test.sh: installing the pinned docker-compose into $venv"
+    echo "scripts/test.sh: installing the pinned Python tools into $venv"
     python3 -m venv "$venv" || missing "python3 -m venv failed: install python3-venv"
   fi
   # Quick, and offline, when the pins are installed already.

@@ -7,15 +7,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory as _;
 use common::{TestApp, assert_error, order_spans, sample_order};
 use orders_test_support::{
     OtlpReceiver, Process, Silent, WAIT, assert_reads_every_variable, body, compose_environment,
-    database_url, free_port, hex, kubernetes_container, otel_env, pairs, point_at_test,
-    post_orders, string, unreachable_databases, wait_until,
+    database_url, free_port, hex, kubernetes_container, otel_env, pairs, pinned_tool,
+    point_at_test, post_orders, string, unreachable_databases, wait_until,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -348,4 +348,104 @@ async fn runs_with_the_environment_kubernetes_gives_it_and_answers_its_probes(po
     }
     assert_eq!(app.post(&sample_order()).await.status(), 201);
     stops_having_exported_as(api, &pool, &receiver, "kubernetes").await;
+}
+
+/// The API with a database and no telemetry.
+fn quiet(pool: &PgPool) -> [(&'static str, String); 2] {
+    [
+        ("DATABASE_URL", database_url(pool)),
+        ("OTEL_SDK_DISABLED", "true".to_owned()),
+    ]
+}
+
+/// An empty directory of its own under target/, for a tool that writes where
+/// it runs.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Schemathesis, a fuzzer no one here wrote, against the document the binary
+/// serves: every check it has on every operation (positive-data acceptance as
+/// `tests/schemathesis_hooks.py` narrows it), its stateful phase following each
+/// created order by its `Location` and its link, a fixed seed, over 1,000 cases.
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn schemathesis_finds_nothing_against_the_served_openapi_document(pool: PgPool) {
+    let (_api, app) = start(&quiet(&pool)).await;
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+    let args = [
+        "run",
+        &app.url("/openapi.json"),
+        "--checks",
+        "all",
+        "--exclude-checks",
+        "positive_data_acceptance",
+        "--seed",
+        "42",
+        "--max-examples",
+        "150",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--workers",
+        "1",
+        "--no-color",
+        "--generation-database",
+        "none",
+    ];
+    let env = [
+        ("SCHEMATHESIS_HOOKS", "schemathesis_hooks".to_owned()),
+        ("PYTHONPATH", tests.to_owned()),
+    ];
+    let schemathesis = Process::spawn_in(&scratch("schemathesis"), pinned_tool("st"), &args, &env);
+    let run = schemathesis.wait(Duration::from_mins(10)).await;
+    run.assert_code(0);
+    let generated = run
+        .stdout
+        .lines()
+        .find_map(|line| line.trim().split_once(" generated, "));
+    let generated: usize = generated.and_then(|(count, _)| count.parse().ok()).unwrap();
+    assert!(generated >= 1000, "{run}");
+}
+
+/// A client openapi-python-client generates from docs/openapi.json posts an
+/// order (with a quoted `Idempotency-Key`) and reads back what it sent.
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_client_generated_from_the_openapi_document_posts_an_order_and_reads_it_back(
+    pool: PgPool,
+) {
+    let dir = scratch("generated-client");
+    // No formatter after generating: the client is imported, not read.
+    std::fs::write(dir.join("config.yaml"), "post_hooks: []\n").unwrap();
+    let document = orders_test_support::repository_root().join("docs/openapi.json");
+    let args = [
+        "generate",
+        "--path",
+        document.to_str().unwrap(),
+        "--meta",
+        "none",
+        "--output-path",
+        "orders_client",
+        "--config",
+        "config.yaml",
+    ];
+    let generator = Process::spawn_in(&dir, pinned_tool("openapi-python-client"), &args, &[]);
+    generator.wait(WAIT).await.assert_code(0);
+    let (_api, app) = start(&quiet(&pool)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/generated_client.py");
+    let env = [("PYTHONPATH", dir.display().to_string())];
+    let client = Process::spawn_in(&dir, pinned_tool("python"), &[script, &app.address], &env);
+    let run = client.wait(WAIT).await;
+    run.assert_code(0);
+    let order: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let stored = "SELECT customer_id FROM orders WHERE id = $1::uuid AND idempotency_key = 'key-1'";
+    let stored: String = sqlx::query_scalar(stored)
+        .bind(order["id"].as_str())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, "c-42");
 }

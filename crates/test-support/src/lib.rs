@@ -37,7 +37,13 @@ pub fn repository_root() -> PathBuf {
 
 /// The Python of the tools CI pins (`.ci/tools/requirements.txt`).
 fn pinned_python() -> PathBuf {
-    repository_root().join(".ci/tools/.venv/bin/python")
+    pinned_tool("python")
+}
+
+/// The command `name` of the tools CI pins (`.ci/tools/requirements.txt`).
+#[must_use]
+pub fn pinned_tool(name: &str) -> PathBuf {
+    repository_root().join(".ci/tools/.venv/bin").join(name)
 }
 
 /// How to install the tools CI pins.

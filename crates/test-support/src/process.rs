@@ -38,9 +38,21 @@ impl Process {
     /// Starts `program` with nothing of the caller's environment but `PATH`
     /// (no `OTEL_*`, no `RUST_LOG`), plus `env`.
     pub fn spawn(program: impl AsRef<Path>, args: &[&str], env: &[(&str, String)]) -> Self {
+        Self::spawn_in(Path::new("."), program, args, env)
+    }
+
+    /// [`Process::spawn`] in the working directory `dir`, for a tool that
+    /// leaves files where it runs.
+    pub fn spawn_in(
+        dir: &Path,
+        program: impl AsRef<Path>,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
         let program = program.as_ref();
         let name = format!("{} {}", program.display(), args.join(" "));
         let mut child = Command::new(program)
+            .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(env.iter().map(|(name, value)| (name, value)))
