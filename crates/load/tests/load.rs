@@ -34,7 +34,7 @@ async fn posts_a_count_of_valid_varied_orders_in_the_callers_trace(pool: PgPool)
         idle_timeout: Duration::from_secs(10),
         body_read_timeout: Duration::from_secs(10),
     };
-    let state = AppState::new(pool.clone());
+    let state = AppState::new(pool.clone(), Duration::from_secs(1));
     let stop = CancellationToken::new();
     tokio::spawn(async move {
         orders_api::server::serve(listener, state, limits, &stop, Duration::from_secs(1)).await;

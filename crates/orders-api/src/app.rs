@@ -1,6 +1,7 @@
 //! The router and the state its handlers share.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
@@ -12,6 +13,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http_telemetry::{self, HttpMetrics};
+use crate::routes::health::Readiness;
 use crate::routes::{health, orders};
 
 /// Largest accepted request body; a full order of 100 items is well under 16 KiB.
@@ -21,14 +23,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub readiness: Readiness,
     pub metrics: Arc<HttpMetrics>,
 }
 
 impl AppState {
-    /// State over a pool, with instruments from the global meter provider.
+    /// State over a pool, `/readyz` answering within `readyz_timeout`, with
+    /// instruments from the global meter provider.
     #[must_use]
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, readyz_timeout: Duration) -> Self {
         Self {
+            readiness: Readiness::beside(&pool, readyz_timeout),
             pool,
             metrics: Arc::new(HttpMetrics::new(&opentelemetry::global::meter(
                 "orders-api",

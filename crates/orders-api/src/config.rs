@@ -28,6 +28,11 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_pool_size: u32,
 
+    /// Milliseconds `/readyz` waits for the database, over a connection of its
+    /// own; keep it under the readiness probe's timeout.
+    #[arg(long, env = "READYZ_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub readyz_timeout_ms: u64,
+
     /// Most open HTTP connections; past it, a new one closes the oldest that is
     /// between requests. Below the common 1,024 open-file limit, as nginx's default.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -61,6 +66,11 @@ impl Config {
             idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
             body_read_timeout: Duration::from_secs(self.http_body_read_timeout_secs),
         }
+    }
+
+    #[must_use]
+    pub fn readyz_timeout(&self) -> Duration {
+        Duration::from_millis(self.readyz_timeout_ms)
     }
 
     #[must_use]

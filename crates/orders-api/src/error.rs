@@ -51,6 +51,8 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    #[error("the database did not answer within {0:?}")]
+    DatabaseTimeout(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -145,6 +147,7 @@ impl ApiError {
             Self::OrderNotFound(_) => ErrorCode::OrderNotFound,
             Self::RouteNotFound => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::DatabaseTimeout(_) => ErrorCode::DatabaseUnavailable,
             Self::Store(error) if error.is_unavailable() => ErrorCode::DatabaseUnavailable,
             Self::Store(_) => ErrorCode::InternalError,
         }

@@ -31,7 +31,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(address = %listener.local_addr()?, "orders-api listening");
     serve(
         listener,
-        AppState::new(pool),
+        AppState::new(pool, config.readyz_timeout()),
         config.connection_limits(),
         &shutdown,
         config.shutdown_grace(),

@@ -351,6 +351,20 @@ async fn health_and_readiness_with_a_database(pool: PgPool) {
     );
 }
 
+/// Requests holding every connection of the pool leave the pod ready:
+/// `/readyz` asks over a connection of its own.
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn readiness_holds_while_requests_hold_every_connection(pool: PgPool) {
+    let settings = PoolSettings {
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let busy = orders::db::connect_lazy_with(pool.connect_options().as_ref().clone(), settings);
+    let _held = busy.acquire().await.unwrap();
+    let app = spawn_app(busy.clone()).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
+
 #[tokio::test]
 async fn with_the_database_down_orders_are_503_and_bad_input_still_400() {
     // Nothing listens on port 1: every connection is refused.

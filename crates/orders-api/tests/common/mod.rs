@@ -36,7 +36,7 @@ pub const LIMITS: ConnectionLimits = ConnectionLimits {
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(pool);
+    let state = AppState::new(pool, Duration::from_secs(1));
     tokio::spawn(async move {
         orders_api::server::serve(
             listener,
