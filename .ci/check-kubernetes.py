@@ -12,9 +12,16 @@ otel-collector.yaml from the path its --config reads, given every ${env:...}
 it uses, and the services' OTLP endpoint reaching its gRPC receiver; orders-api
 probed on the routes it serves, on the port it listens on; the decisions the
 manifests explain (the HPA alone sets the API's replicas, exit 2 fails the
-batch's Job at once).
+batch's Job at once). And what production needs: each service's pods named
+on its telemetry (service.instance.id from the pod's UID); probes with
+explicit timeouts, readiness outwaiting /readyz's own and riding out a blip;
+the API's replicas spread by node and zone, drained one at a time; the
+collector's GOMEMLIMIT, memory and own metrics; a ServiceAccount per
+workload; the app.kubernetes.io labels on every object and pod template;
+NetworkPolicies denying by default and letting through exactly the traffic
+the system needs (network_policy.py reads them).
 What only a cluster proves (the images running read-only, volumes binding,
-the HPA's metrics) is not checked here.
+the HPA's metrics, a CNI enforcing the policies) is not checked here.
 
 Run by .ci/run with the pinned tools: .ci/tools/.venv/bin/python .ci/check-kubernetes.py
 The collector configuration's own rules (pipelines, components) are checked on
@@ -28,6 +35,8 @@ import sys
 import tempfile
 
 import yaml
+
+from network_policy import Pod, admits, selects
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The collector release the tests build (collector/builder-config.yaml): the image to run.
@@ -77,6 +86,138 @@ def env_names(container, by_name):
     return names
 
 
+BYTES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def quantity(text):
+    """Bytes in a Kubernetes quantity (512Mi) or a GOMEMLIMIT (410MiB)."""
+    number, unit = re.fullmatch(r"(\d+)([KMG]iB?)?", str(text)).groups()
+    return int(number) * BYTES.get(unit, 1)
+
+
+def env_value(container, name, default=None):
+    return next((e.get("value") for e in container.get("env", []) if e["name"] == name), default)
+
+
+# What tells replicas apart on every signal, from the Downward API.
+IDENTITY = {"service.instance.id": "metadata.uid", "k8s.pod.name": "metadata.name", "k8s.namespace.name": "metadata.namespace"}
+
+
+def check_identity(where, container, telemetry):
+    """OTEL_RESOURCE_ATTRIBUTES names the pod, from variables set before it,
+    and keeps what orders-telemetry's says."""
+    env = container.get("env", [])
+    position = next((i for i, e in enumerate(env) if e["name"] == "OTEL_RESOURCE_ATTRIBUTES"), len(env))
+    earlier = {e["name"]: dig(e, "valueFrom.fieldRef.fieldPath") for e in env[:position]}
+    value = env_value(container, "OTEL_RESOURCE_ATTRIBUTES", "")
+    attributes = dict(pair.split("=", 1) for pair in value.split(",") if "=" in pair)
+    for attribute, field in IDENTITY.items():
+        variable = re.fullmatch(r"\$\((\w+)\)", attributes.get(attribute, ""))
+        check(variable and earlier.get(variable[1]) == field,
+              f"{where}: OTEL_RESOURCE_ATTRIBUTES does not set {attribute} from the pod's {field} (a fieldRef variable before it)")
+    check("OTEL_RESOURCE_ATTRIBUTES" not in telemetry or value.startswith("$(OTEL_RESOURCE_ATTRIBUTES),"),
+          f"{where}: OTEL_RESOURCE_ATTRIBUTES replaces orders-telemetry's ({telemetry.get('OTEL_RESOURCE_ATTRIBUTES')}) instead of adding to it")
+
+
+def check_probes(where, container):
+    """Explicit timeouts; readiness that outwaits the API's own ping and rides
+    out a 15 s blip; liveness off the database."""
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        check(dig(container, f"{probe}.timeoutSeconds"), f"{where}: {probe} has no timeoutSeconds (1 s by default)")
+    ready = container.get("readinessProbe", {})
+    ping_ms = int(env_value(container, "READYZ_TIMEOUT_MS", readyz_default and readyz_default[1]) or 0)
+    check(ping_ms and ready.get("timeoutSeconds", 1) * 1000 > ping_ms,
+          f"{where}: readinessProbe's timeoutSeconds is not longer than READYZ_TIMEOUT_MS ({ping_ms} ms), /readyz's own")
+    check(ready.get("periodSeconds", 10) * ready.get("failureThreshold", 3) >= 15,
+          f"{where}: readinessProbe takes the pod out of the Service within 15 s of failures: a database blip empties it")
+    check(dig(container, "livenessProbe.httpGet.path") != "/readyz", f"{where}: livenessProbe asks /readyz: a database outage would restart every pod")
+
+
+def check_replicas_spread(render, api, pdbs):
+    """Spread by node and zone; a drain takes one replica at a time and may
+    evict a pod that is not ready."""
+    labels = dig(api, "spec.template.metadata.labels") or {}
+    keys = {c["topologyKey"] for c in dig(api, "spec.template.spec.topologySpreadConstraints") or [] if selects(c.get("labelSelector"), labels)}
+    for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
+        check(key in keys, f"{render}: deployment/orders-api does not spread its pods by {key}")
+    budgets = [b for b in pdbs if selects(b["spec"].get("selector"), labels)]
+    check(len(budgets) == 1 and budgets[0]["spec"].get("maxUnavailable") == 1 and "minAvailable" not in budgets[0]["spec"]
+          and budgets[0]["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow",
+          f"{render}: orders-api's pods have no PodDisruptionBudget of maxUnavailable 1 with unhealthyPodEvictionPolicy AlwaysAllow")
+
+
+def check_collector_memory(render, container, configuration):
+    """GOMEMLIMIT at about 80 % of the limit, requested what it may use, its
+    own metrics on a declared port, on every interface."""
+    limit = dig(container, "resources.limits.memory")
+    gomemlimit = env_value(container, "GOMEMLIMIT")
+    check(limit and gomemlimit and 0.7 <= quantity(gomemlimit) / quantity(limit) <= 0.9,
+          f"{render}: the collector's GOMEMLIMIT ({gomemlimit}) is not about 80 % of its memory limit ({limit})")
+    check(limit and dig(container, "resources.requests.memory") == limit, f"{render}: the collector's memory request is not its limit ({limit})")
+    readers = dig(configuration, "service.telemetry.metrics.readers") or []
+    exposed = [dig(r, "pull.exporter.prometheus") for r in readers if dig(r, "pull.exporter.prometheus.host") == "0.0.0.0"]
+    check(any(e.get("port") in ports_of(container) for e in exposed),
+          f"{render}: the collector's own metrics are not served on 0.0.0.0 at a port its container declares")
+
+
+def check_accounts_and_labels(render, objects, pods):
+    """A ServiceAccount of its own per workload, without a token; the
+    app.kubernetes.io labels on every object and pod template."""
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    used = [pod.get("serviceAccountName") for _, pod, _ in pods]
+    for where, pod, labels in pods:
+        account = accounts.get(pod.get("serviceAccountName"))
+        check(account and used.count(pod["serviceAccountName"]) == 1 and account.get("automountServiceAccountToken") is False,
+              f"{where}: no ServiceAccount of its own in the render (serviceAccountName), with automountServiceAccountToken false")
+        check({"app.kubernetes.io/name", "app.kubernetes.io/part-of"} <= labels.keys(), f"{where}: its pod template lacks app.kubernetes.io/name or part-of")
+    named = {"Deployment", "StatefulSet", "CronJob", "Service", "ServiceAccount", "PodDisruptionBudget", "HorizontalPodAutoscaler", "PersistentVolumeClaim"}
+    for o in objects:
+        labels = o["metadata"].get("labels") or {}
+        wanted = {"app.kubernetes.io/part-of"} | ({"app.kubernetes.io/name"} if o["kind"] in named else set())
+        check(wanted <= labels.keys(), f"{render}: {o['kind'].lower()}/{o['metadata']['name']} lacks the label(s) {sorted(wanted - labels.keys())}")
+
+
+def check_network(render, objects, settings):
+    """Deny by default; allow exactly what the system needs, and nothing else
+    that is tried here."""
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    check(any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") and not p["spec"].get("egress")
+              and {"Ingress", "Egress"} <= set(p["spec"].get("policyTypes", [])) for p in policies),
+          f"{render}: no NetworkPolicy denies all ingress and egress in the namespace by default")
+    namespace = next(o["metadata"]["namespace"] for o in objects if o["kind"] == "Deployment")
+    pods = {}
+    for o in objects:
+        if o["kind"] in PODS:
+            template = dig(o, PODS[o["kind"]].rsplit(".", 1)[0])
+            ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", []) if "name" in p}
+            pods[o["metadata"]["name"]] = Pod(namespace, template["metadata"].get("labels", {}), ports)
+    outside, elsewhere = Pod(None), Pod("another-namespace", {"app": "anything"})
+    dns = Pod("kube-system", {"k8s-app": "kube-dns"})
+    database = pods.get("postgres", outside)
+    signoz_host, _, signoz_port = settings.get("SIGNOZ_OTLP_ENDPOINT", "").rpartition(":")
+    signoz_namespace = re.fullmatch(r"[^.]+\.([^.]+)\.svc(\.cluster\.local)?", signoz_host)
+    signoz = Pod(signoz_namespace[1], {"app.kubernetes.io/component": "otel-collector"}) if signoz_namespace else outside
+    api, batch, collector = pods.get("orders-api"), pods.get("orders-batch"), pods.get("otel-collector")
+    if not (api and batch and collector):
+        return
+    needed = [("a client", outside, "orders-api", api, 3000), ("orders-api", api, "the collector", collector, 4317),
+              ("orders-batch", batch, "the collector", collector, 4317), ("orders-api", api, "PostgreSQL", database, 5432),
+              ("orders-batch", batch, "PostgreSQL", database, 5432),
+              ("the collector", collector, f"SigNoz ({settings.get('SIGNOZ_OTLP_ENDPOINT')})", signoz, int(signoz_port or 0)),
+              ("a Prometheus in another namespace", elsewhere, "the collector's metrics", collector, 8888)]
+    needed += [(name, pod, "the cluster's DNS", dns, 53) for name, pod in pods.items()]
+    refused = [("a pod of another namespace", elsewhere, "the collector", collector, 4317),
+               ("a pod of another namespace", elsewhere, "PostgreSQL", database, 5432),
+               ("orders-api", api, "an address outside", outside, 443), ("orders-batch", batch, "orders-api", api, 3000)]
+    for source_name, source, destination_name, destination, port in needed:
+        protocols = ("UDP", "TCP") if port == 53 else ("TCP",)
+        check(all(admits(policies, source, destination, port, p) for p in protocols),
+              f"{render}: the NetworkPolicies stop {source_name} reaching {destination_name} on {port}")
+    for source_name, source, destination_name, destination, port in refused:
+        ours = namespace in (source.namespace, destination.namespace)
+        check(not ours or not admits(policies, source, destination, port), f"{render}: the NetworkPolicies let {source_name} reach {destination_name} on {port}")
+
+
 repository_collector = yaml.safe_load((ROOT / "otel-collector.yaml").read_text())
 check(yaml.safe_load((ROOT / "kubernetes/base/otel-collector.yaml").read_text()) == repository_collector,
       "kubernetes/base/otel-collector.yaml is not otel-collector.yaml's configuration: copy it again (only comments may differ)")
@@ -84,6 +225,7 @@ check(yaml.safe_load((ROOT / "kubernetes/base/otel-collector.yaml").read_text())
 # router's), and LISTEN_ADDR's default in its config.rs.
 routes = set(json.loads((ROOT / "docs/openapi.json").read_text())["paths"])
 check({"/readyz", "/healthz"} <= routes, "docs/openapi.json (orders-api's routes) no longer lists /readyz and /healthz")
+readyz_default = re.search(r'env = "READYZ_TIMEOUT_MS", default_value_t = (\d+)', (ROOT / "crates/orders-api/src/config.rs").read_text())
 listen_default = re.search(r'env = "LISTEN_ADDR", default_value = "([^"]+)"', (ROOT / "crates/orders-api/src/config.rs").read_text())
 
 renders = {k.parent.name: rendered(k.parent) for k in sorted(ROOT.glob("kubernetes/*/kustomization.yaml"))}
@@ -176,6 +318,7 @@ for render, text in renders.items():
             check(yaml.safe_load(mounted) == repository_collector, f"{render}: the collector's mounted configuration is not otel-collector.yaml's")
             missing = set(re.findall(r"\$\{env:(\w+)", mounted)) - env_names(container, by_name)
             check(not missing, f"{render}: the collector's configuration reads {sorted(missing)}, which its container is not given")
+            check_collector_memory(render, container, yaml.safe_load(mounted))
 
     api = by_name.get(("Deployment", "orders-api"))
     # The services export where the collector receives: gRPC, through its Service, to the receiver's port 4317.
@@ -213,6 +356,17 @@ for render, text in renders.items():
             port = dig(container, f"{probe}.httpGet.port")
             number = next((p["containerPort"] for p in container.get("ports", []) if port in (p.get("name"), p["containerPort"])), None)
             check(number == listen_port, f"{render}: orders-api's {probe} port {port!r} is {number}, not LISTEN_ADDR's {listen_port}")
+        check_probes(f"{render}: orders-api", container)
+        check_replicas_spread(render, api, [o for o in objects if o["kind"] == "PodDisruptionBudget"])
+
+    # The production rules: each service's pods told apart, accounts and labels, network policies.
+    for workload, path in (("Deployment", "spec.template.spec"), ("CronJob", "spec.jobTemplate.spec.template.spec")):
+        for service in ("orders-api", "orders-batch"):
+            for container in (dig(by_name.get((workload, service)), path) or {}).get("containers", []):
+                check_identity(f"{render}: {workload.lower()}/{service}", container, telemetry)
+    check_accounts_and_labels(render, objects, pods)
+    settings = dig(next((o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("otel-collector-settings")), {}), "data") or {}
+    check_network(render, objects, settings)
     summary.append(f"{render} {len(objects)} objects, {len(pods)} pod specs")
 
 for problem in problems:

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use clap::CommandFactory as _;
 use common::{TestApp, assert_error, order_spans, sample_order};
 use orders_test_support::{
-    OtlpReceiver, Process, Silent, WAIT, assert_reads_every_variable, body, compose_environment,
-    database_url, free_port, hex, kubernetes_container, otel_env, pairs, pinned_tool,
-    point_at_test, post_orders, string, unreachable_databases, wait_until,
+    OtlpReceiver, Pod, Process, Silent, WAIT, assert_reads_every_variable, body,
+    compose_environment, database_url, free_port, hex, kubernetes_container, otel_env, pairs,
+    pinned_tool, point_at_test, post_orders, string, unreachable_databases, wait_until,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -286,22 +286,21 @@ async fn start_as_deployed(
 }
 
 /// SIGTERM: exit 0, every order's spans exported as the deployment's
-/// `orders-api` in `environment`.
+/// `orders-api`, with the resource `attributes`.
 async fn stops_having_exported_as(
     api: Process,
     pool: &PgPool,
     receiver: &OtlpReceiver,
-    environment: &str,
+    attributes: &[(&str, &str)],
 ) {
     api.sigterm();
     api.wait(WAIT).await.assert_code(0);
     let spans = receiver.spans();
     for receive in order_spans(pool, &spans).await {
         assert_eq!(receive.service, "orders-api");
-        assert_eq!(
-            string(&receive.resource, "deployment.environment.name"),
-            Some(environment)
-        );
+        for &(key, value) in attributes {
+            assert_eq!(string(&receive.resource, key), Some(value), "{key}");
+        }
     }
 }
 
@@ -318,26 +317,41 @@ async fn runs_with_the_environment_compose_gives_it_and_serves_the_demo_script(p
     .await;
     let orders = post_orders(&app.address, 5).await;
     assert!(orders.iter().all(|order| order["status"] == "pending"));
-    stops_having_exported_as(api, &pool, &receiver, "compose").await;
+    // Each replica's own: the container's id, its host name under Docker.
+    let host = gethostname::gethostname().into_string().unwrap();
+    let resource = [
+        ("deployment.environment.name", "compose"),
+        ("service.instance.id", host.as_str()),
+    ];
+    stops_having_exported_as(api, &pool, &receiver, &resource).await;
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn runs_with_the_environment_kubernetes_gives_it_and_answers_its_probes(pool: PgPool) {
     // The laptop overlay renders every Secret the Deployment reads.
-    let container =
-        kubernetes_container("kubernetes/laptop", "Deployment/orders-api", "orders-api");
+    let pod = Pod {
+        uid: "0b6f1c52-7d1e-4c0a-9a53-3f4b8e2d9c17",
+        name: "orders-api-7c9d8b6f5-x2k4q",
+    };
+    let container = kubernetes_container(
+        "kubernetes/laptop",
+        "Deployment/orders-api",
+        "orders-api",
+        &pod,
+    );
     // The image's entrypoint, with no arguments, as compose runs it.
     assert!(
         container.command.is_empty() && container.args.is_empty(),
         "{container:?}"
     );
+    let environment = container.read_by_the_process();
     let (ready, alive) = (container.readiness.unwrap(), container.liveness.unwrap());
     assert_eq!(ready.port, alive.port);
     // Where the probes knock, on every interface: the kubelet's is the pod's IP.
     let listens_at = format!("0.0.0.0:{}", ready.port);
     let (api, app, receiver) = start_as_deployed(
         "orders-api in kubernetes/laptop",
-        container.environment,
+        environment,
         &listens_at,
         &ready.path,
         &pool,
@@ -347,7 +361,13 @@ async fn runs_with_the_environment_kubernetes_gives_it_and_answers_its_probes(po
         assert_eq!(app.get(&probe.path).await.status(), 200, "{probe:?}");
     }
     assert_eq!(app.post(&sample_order()).await.status(), 201);
-    stops_having_exported_as(api, &pool, &receiver, "kubernetes").await;
+    let resource = [
+        ("deployment.environment.name", "kubernetes"),
+        ("service.instance.id", pod.uid),
+        ("k8s.pod.name", pod.name),
+        ("k8s.namespace.name", "orders-span-links"),
+    ];
+    stops_having_exported_as(api, &pool, &receiver, &resource).await;
 }
 
 /// The API with a database and no telemetry.

@@ -19,11 +19,11 @@ use common::{check_process_batch, count_status, rows, seed_orders, stored_target
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use orders_test_support::{Exited, OtlpReceiver, Process, ReceivedSpan, Silent, WAIT};
-use orders_test_support::{assert_reads_every_variable, body, compose_environment, database_url};
 use orders_test_support::{
-    free_port, hex, kubernetes_container, named, otel_env, pairs, point_at_test, string,
+    Pod, free_port, hex, kubernetes_container, named, otel_env, pairs, point_at_test, string,
     unreachable_databases, wait_until,
 };
+use orders_test_support::{assert_reads_every_variable, body, compose_environment, database_url};
 use sqlx::PgPool;
 
 /// Enough orders that a run is still going when a test interrupts it.
@@ -467,13 +467,13 @@ fn as_deployed(
 }
 
 /// Each of the `orders` is linked from a process-batch span exported as
-/// `orders-batch` in `environment` (a deployment's, or none).
+/// `orders-batch` in `environment` (a deployment's, or none); those spans.
 async fn check_linked_as(
     pool: &PgPool,
     receiver: &OtlpReceiver,
     orders: usize,
     environment: Option<&str>,
-) {
+) -> Vec<ReceivedSpan> {
     let spans = receiver
         .wait_for_spans(WAIT, |spans| named(spans, "reconcile").len() >= orders)
         .await;
@@ -482,13 +482,14 @@ async fn check_linked_as(
         batch_of_each_order(&batches, &stored_targets(pool).await).len(),
         orders
     );
-    for batch in batches {
+    for batch in &batches {
         let environment_name = string(&batch.resource, "deployment.environment.name");
         assert_eq!(
             (batch.service.as_str(), environment_name),
             ("orders-batch", environment)
         );
     }
+    batches.into_iter().cloned().collect()
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
@@ -514,8 +515,16 @@ async fn runs_with_the_environment_compose_gives_it_on_a_schedule_from_the_shell
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
 async fn runs_as_its_cronjob_runs_it(pool: PgPool) {
     // The laptop overlay renders every Secret the CronJob reads.
-    let container =
-        kubernetes_container("kubernetes/laptop", "CronJob/orders-batch", "orders-batch");
+    let pod = Pod {
+        uid: "9e2a4c71-3b5d-4f08-8c6e-1d7f0a9b2e53",
+        name: "orders-batch-29390460-q7m2z",
+    };
+    let container = kubernetes_container(
+        "kubernetes/laptop",
+        "CronJob/orders-batch",
+        "orders-batch",
+        &pod,
+    );
     assert!(
         container.command.is_empty(),
         "the image's entrypoint: {container:?}"
@@ -524,7 +533,7 @@ async fn runs_as_its_cronjob_runs_it(pool: PgPool) {
     let receiver = OtlpReceiver::start().await;
     let env = as_deployed(
         "orders-batch in kubernetes/laptop",
-        container.environment,
+        container.read_by_the_process(),
         &pool,
         &receiver,
     );
@@ -537,5 +546,13 @@ async fn runs_as_its_cronjob_runs_it(pool: PgPool) {
     let done = "processed=12 failed=0 retrying=0 batches=1 failed_batches=0 unlinked=0 requeued=0 released=0";
     assert_eq!(summary(&run), done);
     assert_eq!(count_status(&pool, "processed").await, 12);
-    check_linked_as(&pool, &receiver, 12, Some("kubernetes")).await;
+    let batches = check_linked_as(&pool, &receiver, 12, Some("kubernetes")).await;
+    let identity = [
+        ("service.instance.id", pod.uid),
+        ("k8s.pod.name", pod.name),
+        ("k8s.namespace.name", "orders-span-links"),
+    ];
+    for (key, value) in identity {
+        assert_eq!(string(&batches[0].resource, key), Some(value), "{key}");
+    }
 }

@@ -6,8 +6,13 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::resource::{
+    EnvResourceDetector, SdkProvidedResourceDetector, TelemetryResourceDetector,
+};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
-use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
+use opentelemetry_semantic_conventions::resource::{
+    SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION,
+};
 use span_links::pacing::SpanQueue;
 use span_links::{LinkSampler, with_link_limit};
 
@@ -16,9 +21,20 @@ use crate::config::{Exporter, Signal, TelemetryConfig, TracesSampler};
 use crate::export_failures::Reported;
 
 /// The resource every signal carries: this service's name and version, and
-/// what `OTEL_RESOURCE_ATTRIBUTES` adds.
+/// what `OTEL_RESOURCE_ATTRIBUTES` adds. Replicas of a service must differ in
+/// `service.instance.id`, or a backend merges their metrics: where the
+/// variable names none (Kubernetes gives the pod's UID), it is the host's name,
+/// which is the container's id under Docker.
 pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
-    Resource::builder()
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    Resource::builder_empty()
+        .with_attribute(KeyValue::new(SERVICE_INSTANCE_ID, host))
+        // Resource::builder()'s detectors, over the host's name.
+        .with_detectors(&[
+            Box::new(SdkProvidedResourceDetector),
+            Box::new(TelemetryResourceDetector),
+            Box::new(EnvResourceDetector::new()),
+        ])
         .with_attributes([
             KeyValue::new(SERVICE_NAME, config.service_name.clone()),
             KeyValue::new(SERVICE_VERSION, config.service_version.clone()),

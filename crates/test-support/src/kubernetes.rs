@@ -1,12 +1,13 @@
 //! A container of `kubernetes/` as Kubernetes runs it: the overlay rendered
 //! by the real `kubectl kustomize` (never a re-implementation of its
 //! generators, hashed names and patches), then the container's environment
-//! resolved from the rendered Secrets and `ConfigMap`s as the kubelet resolves it.
+//! resolved from the rendered Secrets and `ConfigMap`s, and the pod's own
+//! fields the test supplies, as the kubelet resolves it.
 //! The YAML is read by the pinned tools' Python (`PyYAML`, `.ci/tools/`, which
 //! the compose tests need already) into JSON, Secrets' base64 decoded by its
 //! standard library: no YAML or base64 crate enters the lock for one helper.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::process::Command;
 
@@ -29,10 +30,30 @@ pub struct Container {
     /// In place of the image's entrypoint; empty: the image's.
     pub command: Vec<String>,
     pub args: Vec<String>,
-    /// `envFrom`, then `env` over it, every reference resolved.
+    /// `envFrom`, then `env` over it, every reference resolved and `$(NAME)`
+    /// expanded.
     pub environment: BTreeMap<String, String>,
+    /// The variables expanded into others, which the process need not read.
+    pub expanded: BTreeSet<String>,
     pub readiness: Option<HttpProbe>,
     pub liveness: Option<HttpProbe>,
+}
+
+impl Container {
+    /// The environment less the variables only given to be expanded into others.
+    #[must_use]
+    pub fn read_by_the_process(&self) -> BTreeMap<String, String> {
+        let mut environment = self.environment.clone();
+        environment.retain(|name, _| !self.expanded.contains(name));
+        environment
+    }
+}
+
+/// The pod's fields a `fieldRef` reads, which the cluster would give it.
+#[derive(Debug)]
+pub struct Pod<'a> {
+    pub uid: &'a str,
+    pub name: &'a str,
 }
 
 /// An `httpGet` probe: its path, and its port as the number it names.
@@ -44,10 +65,16 @@ pub struct HttpProbe {
 
 /// `container` of `workload` (`Kind/name`, such as `CronJob/orders-batch`) as
 /// `kubectl kustomize <overlay>` renders it, `overlay` relative to the
-/// repository. A Secret or `ConfigMap` it needs and the overlay does not render
-/// (one the user creates in the cluster) fails the test, naming it.
+/// repository, run in `pod`. A Secret or `ConfigMap` it needs and the overlay
+/// does not render (one the user creates in the cluster) fails the test,
+/// naming it.
 #[must_use]
-pub fn kubernetes_container(overlay: &str, workload: &str, container: &str) -> Container {
+pub fn kubernetes_container(
+    overlay: &str,
+    workload: &str,
+    container: &str,
+    pod: &Pod,
+) -> Container {
     let objects = render(overlay);
     let (kind, name) = workload
         .split_once('/')
@@ -69,12 +96,15 @@ pub fn kubernetes_container(overlay: &str, workload: &str, container: &str) -> C
         overlay,
         objects: &objects,
         namespace: &found["metadata"]["namespace"],
+        pod,
     };
     let probe = |probe: &str| http_probe(declared, probe);
+    let (environment, expanded) = resolver.environment(declared);
     Container {
         command: list(&declared["command"]).map(text).collect(),
         args: list(&declared["args"]).map(text).collect(),
-        environment: resolver.environment(declared),
+        environment,
+        expanded,
         readiness: probe("readinessProbe"),
         liveness: probe("livenessProbe"),
     }
@@ -101,11 +131,12 @@ fn render(overlay: &str) -> Vec<Value> {
 }
 
 /// Where a container's references are looked up: the objects rendered with
-/// it, in its namespace.
+/// it, in its namespace, and its pod.
 struct Resolver<'a> {
     overlay: &'a str,
     objects: &'a [Value],
     namespace: &'a Value,
+    pod: &'a Pod<'a>,
 }
 
 /// A reference to a `ConfigMap` or a Secret: `configMapKeyRef`, `secretRef`…
@@ -117,9 +148,10 @@ struct Reference<'a> {
 
 impl Resolver<'_> {
     /// As the kubelet sets it: each `envFrom` source in order, then `env`,
-    /// a later definition replacing an earlier one.
-    fn environment(&self, container: &Value) -> BTreeMap<String, String> {
+    /// a later definition replacing an earlier one; and the names expanded.
+    fn environment(&self, container: &Value) -> (BTreeMap<String, String>, BTreeSet<String>) {
         let mut environment = BTreeMap::new();
+        let mut expanded = BTreeSet::new();
         for source in list(&container["envFrom"]) {
             let prefix = source["prefix"].as_str().unwrap_or_default();
             let reference = reference(source, "configMapRef", "secretRef");
@@ -132,12 +164,9 @@ impl Resolver<'_> {
             let from = &variable["valueFrom"];
             let value = if from.is_null() {
                 let value = variable["value"].as_str().unwrap_or_default();
-                // Kubernetes would expand it; nothing here does.
-                assert!(
-                    !value.contains("$("),
-                    "{name}={value}: $(VAR) is not expanded here"
-                );
-                Some(value.to_owned())
+                Some(expand(&name, value, &environment, &mut expanded))
+            } else if from["fieldRef"].is_object() {
+                Some(self.field(&text(&from["fieldRef"]["fieldPath"])))
             } else {
                 self.key(&reference(from, "configMapKeyRef", "secretKeyRef"), &name)
             };
@@ -145,7 +174,17 @@ impl Resolver<'_> {
                 environment.insert(name, value);
             }
         }
-        environment
+        (environment, expanded)
+    }
+
+    /// The pod's field at `path`, as the Downward API gives it.
+    fn field(&self, path: &str) -> String {
+        match path {
+            "metadata.uid" => self.pod.uid.to_owned(),
+            "metadata.name" => self.pod.name.to_owned(),
+            "metadata.namespace" => text(self.namespace),
+            other => panic!("fieldRef {other}: not resolved here"),
+        }
     }
 
     /// The value of the key `reference` names, for `variable`; none where it
@@ -184,6 +223,43 @@ impl Resolver<'_> {
                 .collect(),
         )
     }
+}
+
+/// The value of `variable`, `value` with each `$(NAME)` replaced by NAME's
+/// value so far, as the kubelet expands it: `$$` is a `$`, an unknown name
+/// stays as written. The names replaced, but `variable`'s own, join `expanded`.
+fn expand(
+    variable: &str,
+    value: &str,
+    environment: &BTreeMap<String, String>,
+    expanded: &mut BTreeSet<String>,
+) -> String {
+    let mut result = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        result.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            result.push('$');
+            rest = after;
+            continue;
+        }
+        let reference = rest
+            .strip_prefix("$(")
+            .and_then(|inside| inside.split_once(')'));
+        let known = reference.and_then(|(name, after)| Some((name, environment.get(name)?, after)));
+        if let Some((name, found, after)) = known {
+            result.push_str(found);
+            if name != variable {
+                expanded.insert(name.to_owned());
+            }
+            rest = after;
+        } else {
+            result.push('$');
+            rest = &rest[1..];
+        }
+    }
+    result + rest
 }
 
 /// The reference `holder` makes through its field `config_map` or `secret`.

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 pub use chain::{Jaeger, StoredSpan, asked_until, collector_binary, start_collector};
 pub use compose::compose_environment;
-pub use kubernetes::{Container, HttpProbe, kubernetes_container};
+pub use kubernetes::{Container, HttpProbe, Pod, kubernetes_container};
 pub use otlp::{Answer, OtlpReceiver, ReceivedSpan, body, hex, named, string};
 pub use process::{Exited, Process, WAIT};
 pub use tonic::Code;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use orders_test_support::{
-    collector_binary, compose_environment, kubernetes_container, repository_root, yaml_as_json,
+    Pod, collector_binary, compose_environment, kubernetes_container, repository_root, yaml_as_json,
 };
 
 /// `collector <args>` with nothing of this process's environment but
@@ -39,10 +39,15 @@ fn every_shipped_collector_configuration_is_valid_where_it_runs() {
         .collect();
     // Every overlay runs kubernetes/base's copy; laptop's renders every
     // Secret it reads.
+    let pod = Pod {
+        uid: "3d1e7b20-5a4c-4e9f-b862-0c9a7f1d5e34",
+        name: "otel-collector-6f8b9c7d4-r5t8w",
+    };
     let laptop = kubernetes_container(
         "kubernetes/laptop",
         "Deployment/otel-collector",
         "otel-collector",
+        &pod,
     );
     let places = [
         (
