@@ -370,6 +370,24 @@ async fn runs_with_the_environment_kubernetes_gives_it_and_answers_its_probes(po
     stops_having_exported_as(api, &pool, &receiver, &resource).await;
 }
 
+/// A release one migration behind its database (the next release migrated
+/// first, mid-rollout) starts and serves: migrations are additive.
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn starts_and_serves_on_a_database_one_additive_migration_ahead(pool: PgPool) {
+    let ahead = scratch("migrations-ahead");
+    let migrations = orders_test_support::repository_root().join("migrations");
+    for migration in std::fs::read_dir(migrations).unwrap() {
+        let migration = migration.unwrap().path();
+        std::fs::copy(&migration, ahead.join(migration.file_name().unwrap())).unwrap();
+    }
+    let next = "ALTER TABLE orders ADD COLUMN gift_note text;";
+    std::fs::write(ahead.join("29991231000000_the_next_release.sql"), next).unwrap();
+    let migrator = sqlx::migrate::Migrator::new(ahead.as_path()).await.unwrap();
+    migrator.run(&pool).await.unwrap();
+    let (_api, app) = start(&quiet(&pool)).await;
+    assert_eq!(app.post(&sample_order()).await.status(), 201);
+}
+
 /// The API with a database and no telemetry.
 fn quiet(pool: &PgPool) -> [(&'static str, String); 2] {
     [

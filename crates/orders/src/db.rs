@@ -9,8 +9,17 @@ use sqlx::{Acquire, Connection as _, PgConnection, PgPool, Postgres};
 
 use crate::store::StoreError;
 
-/// The migrations in the repository's `migrations/` folder, embedded at compile time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+/// The migrations in the repository's `migrations/` folder, embedded at
+/// compile time. A database with migrations this release does not know is
+/// served all the same (`ignore_missing`): during a rolling update the new
+/// release migrates first and the old one starts after it (a scale-up, a
+/// restart). Safe because migrations here are additive only (a table, a
+/// nullable column, an index), so the old release's queries still hold; a
+/// known migration whose file changed still fails (its checksum).
+pub static MIGRATOR: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../../migrations")
+};
 
 /// A `DATABASE_URL` sqlx can connect with, checked where the configuration
 /// is read: a malformed one is a configuration error.
