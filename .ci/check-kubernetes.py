@@ -177,6 +177,27 @@ def check_accounts_and_labels(render, objects, pods):
         check(wanted <= labels.keys(), f"{render}: {o['kind'].lower()}/{o['metadata']['name']} lacks the label(s) {sorted(wanted - labels.keys())}")
 
 
+def check_migrations(render, by_name):
+    """Who migrates: the services (the default), or a Job running the API's
+    image with `--migrate-only` as a role of its own while both services
+    require the migrations (and wait for them)."""
+    containers = {name: (dig(by_name.get((kind, name)), path) or {}).get("containers", [{}])[0]
+                  for kind, name, path in (("Deployment", "orders-api", "spec.template.spec"),
+                                           ("CronJob", "orders-batch", "spec.jobTemplate.spec.template.spec"),
+                                           ("Job", "orders-migrate", "spec.template.spec"))}
+    job = containers["orders-migrate"]
+    for service in ("orders-api", "orders-batch"):
+        required = env_value(containers[service], "DATABASE_MIGRATIONS") == "require"
+        check(required == bool(job), f"{render}: {service} {'waits for' if required else 'applies'} the migrations, "
+                                     f"{'and' if job else 'but'} {'a' if job else 'no'} Job orders-migrate applies them")
+    if job:
+        check(job.get("args") == ["--migrate-only"] and job.get("image") == containers["orders-api"].get("image"),
+              f"{render}: job/orders-migrate does not run orders-api's image ({containers['orders-api'].get('image')}) with --migrate-only")
+        secret = lambda c: next((dig(e, "valueFrom.secretKeyRef.name") for e in c.get("env", []) if e["name"] == "DATABASE_URL"), None)
+        check(secret(job) and secret(job) != secret(containers["orders-api"]),
+              f"{render}: job/orders-migrate does not connect with a Secret of its own (the role that owns the schema)")
+
+
 def check_network(render, objects, settings):
     """Deny by default; allow exactly what the system needs, and nothing else
     that is tried here."""
@@ -206,6 +227,7 @@ def check_network(render, objects, settings):
               ("the collector", collector, f"SigNoz ({settings.get('SIGNOZ_OTLP_ENDPOINT')})", signoz, int(signoz_port or 0)),
               ("a Prometheus in another namespace", elsewhere, "the collector's metrics", collector, 8888)]
     needed += [(name, pod, "the cluster's DNS", dns, 53) for name, pod in pods.items()]
+    needed += [("orders-migrate", pods["orders-migrate"], "PostgreSQL", database, 5432)] if "orders-migrate" in pods else []
     refused = [("a pod of another namespace", elsewhere, "the collector", collector, 4317),
                ("a pod of another namespace", elsewhere, "PostgreSQL", database, 5432),
                ("orders-api", api, "an address outside", outside, 443), ("orders-batch", batch, "orders-api", api, 3000)]
@@ -367,6 +389,7 @@ for render, text in renders.items():
     check_accounts_and_labels(render, objects, pods)
     settings = dig(next((o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("otel-collector-settings")), {}), "data") or {}
     check_network(render, objects, settings)
+    check_migrations(render, by_name)
     summary.append(f"{render} {len(objects)} objects, {len(pods)} pod specs")
 
 for problem in problems:

@@ -20,6 +20,10 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// Apply the database migrations and exit: what a migration Job runs.
+    #[arg(long)]
+    pub migrate_only: bool,
+
     /// Address and port to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
     pub listen_addr: SocketAddr,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use orders::db::Migrations;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -10,13 +11,20 @@ use crate::app::{AppState, router};
 use crate::config::Config;
 use crate::connections::{self, ConnectionLimits};
 
-/// Connects to the database, applies migrations, then serves until `shutdown`
-/// is cancelled and in-flight requests finish (or the grace period runs out).
-/// Cancelled during start-up, it stops there.
+/// Connects to the database, applies migrations (or waits for them), then
+/// serves until `shutdown` is cancelled and in-flight requests finish (or the
+/// grace period runs out). Cancelled during start-up, it stops there. With
+/// `--migrate-only`, it applies the migrations and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let migrations = if config.migrate_only {
+        Migrations::Apply
+    } else {
+        config.database.database_migrations
+    };
     let start_up = orders::db::connect_and_migrate(
         &config.database.database_url,
         config.database.pool_settings(config.database_pool_size),
+        migrations,
     );
     let Some(pool) = shutdown.run_until_cancelled(start_up).await else {
         tracing::info!("orders-api stopped during start-up");
@@ -25,6 +33,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // The error names the server, the variable and the cause: a context would
     // only push the cause further along the line.
     let pool = pool?;
+    if config.migrate_only {
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("listening on {} (LISTEN_ADDR)", config.listen_addr))?;

@@ -18,7 +18,7 @@ use orders_test_support::{
     pinned_tool, point_at_test, post_orders, string, unreachable_databases, wait_until,
 };
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{ConnectOptions as _, PgPool};
 
 fn binary() -> PathBuf {
     orders_test_support::binary("ORDERS_API_BIN", env!("CARGO_BIN_EXE_orders-api"))
@@ -386,6 +386,97 @@ async fn starts_and_serves_on_a_database_one_additive_migration_ahead(pool: PgPo
     migrator.run(&pool).await.unwrap();
     let (_api, app) = start(&quiet(&pool)).await;
     assert_eq!(app.post(&sample_order()).await.status(), 201);
+}
+
+/// The migration Job's way, with the roles docs/kubernetes.md creates: a new
+/// release's pod with `DATABASE_MIGRATIONS=require` waits while the database
+/// lacks its migrations, `--migrate-only` as the migrator's role applies them,
+/// then the pod serves, as a role that changes no table.
+#[sqlx::test(migrations = false)]
+async fn a_migration_job_migrates_while_the_services_role_waits(pool: PgPool) {
+    // Roles are the server's, not the test database's: named for this run.
+    let run: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (migrator, service) = (
+        format!("orders_migrator_{run}"),
+        format!("orders_service_{run}"),
+    );
+    let docs =
+        std::fs::read_to_string(orders_test_support::repository_root().join("docs/kubernetes.md"))
+            .unwrap();
+    let mut roles = docs
+        .split("```sql\n")
+        .filter_map(|block| block.split("```").next());
+    let roles = roles
+        .find(|block| block.contains("CREATE ROLE orders_migrator"))
+        .unwrap();
+    let roles = roles
+        .replace("orders_migrator", &migrator)
+        .replace("orders_service", &service);
+    sqlx::raw_sql(&roles).execute(&pool).await.unwrap();
+    let url_as = |role: &str| {
+        pool.connect_options()
+            .as_ref()
+            .clone()
+            .username(role)
+            .to_url_lossy()
+            .to_string()
+    };
+    let job_env = [
+        ("DATABASE_URL", url_as(&migrator)),
+        ("OTEL_SDK_DISABLED", "true".to_owned()),
+    ];
+    let job = tokio::spawn({
+        let (pool, service) = (pool.clone(), service.clone());
+        async move {
+            // Once the pod has found the migrations missing.
+            let asked = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE usename = $1 AND state = 'idle' AND query LIKE '%_sqlx_migrations%')";
+            wait_until(WAIT, "the pod asking for its migrations", || async {
+                sqlx::query_scalar(asked)
+                    .bind(&service)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            })
+            .await;
+            Process::spawn(binary(), &["--migrate-only"], &job_env)
+                .wait(WAIT)
+                .await
+        }
+    });
+    let pod_env = [
+        ("DATABASE_URL", url_as(&service)),
+        ("DATABASE_MIGRATIONS", "require".to_owned()),
+        ("OTEL_SDK_DISABLED", "true".to_owned()),
+    ];
+    let (api, app) = start(&pod_env).await;
+    job.await.unwrap().assert_code(0);
+    assert_eq!(app.post(&sample_order()).await.status(), 201);
+    let as_service = PgPool::connect(&url_as(&service)).await.unwrap();
+    let create = sqlx::query("CREATE TABLE intruder (id int)")
+        .execute(&as_service)
+        .await;
+    assert!(
+        create
+            .unwrap_err()
+            .to_string()
+            .contains("permission denied")
+    );
+    as_service.close().await;
+    api.sigterm();
+    let exited = api.wait(WAIT).await;
+    assert!(
+        exited
+            .stdout
+            .contains("waiting for the database to hold this release's migrations"),
+        "{exited}"
+    );
+    let drop = format!(
+        "DROP OWNED BY {migrator}; DROP OWNED BY {service}; DROP ROLE {migrator}, {service};"
+    );
+    sqlx::raw_sql(&drop).execute(&pool).await.unwrap();
 }
 
 /// The API with a database and no telemetry.

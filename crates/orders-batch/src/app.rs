@@ -29,6 +29,7 @@ pub async fn run(
     let start_up = orders::db::connect_and_migrate(
         &config.database.database_url,
         config.database.pool_settings(config.database_pool_size),
+        config.database.database_migrations,
     );
     let Some(pool) = shutdown.run_until_cancelled(start_up).await else {
         tracing::info!("orders-batch stopped during start-up");

@@ -3,7 +3,7 @@
 use std::io::ErrorKind;
 use std::time::Duration;
 
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::{Migrate as _, MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Acquire, Connection as _, PgConnection, PgPool, Postgres};
 
@@ -35,6 +35,10 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: String,
 
+    /// What the service does with the migrations at start-up.
+    #[arg(long, env = "DATABASE_MIGRATIONS", value_enum, default_value_t = Migrations::Apply)]
+    pub database_migrations: Migrations,
+
     /// Seconds a query waits for a database connection before it fails.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub database_acquire_timeout_secs: u64,
@@ -51,6 +55,16 @@ impl DatabaseArgs {
     }
 }
 
+/// What a service does with the migrations at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Migrations {
+    /// Apply those the database lacks: its role may change the schema.
+    Apply,
+    /// Apply none, and wait until the database holds every one of this
+    /// release (a migration Job applies them, with a role of its own).
+    Require,
+}
+
 /// How the pool is sized and how long a caller waits for a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
@@ -61,18 +75,22 @@ pub struct PoolSettings {
 }
 
 /// What each service does at start-up: opens one connection, applies the
-/// migrations over it, then returns a pool that opens its own connections as
-/// needed. A wrong URL or an unreachable server is reported at start-up rather
-/// than on the first request.
+/// migrations over it (or waits for them, as `migrations` says), then returns
+/// a pool that opens its own connections as needed. A wrong URL or an
+/// unreachable server is reported at start-up rather than on the first request.
 pub async fn connect_and_migrate(
     database_url: &str,
     settings: PoolSettings,
+    migrations: Migrations,
 ) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = database_url
         .parse()
         .map_err(|source| StoreError::InvalidUrl { source })?;
     let mut connection = connect_once(&options, settings.acquire_timeout).await?;
-    migrate(&mut connection).await?;
+    match migrations {
+        Migrations::Apply => migrate(&mut connection).await?,
+        Migrations::Require => await_migrations(&mut connection).await?,
+    }
     // Only a courtesy to the server's log: the migrations are applied.
     connection.close().await.ok();
     Ok(connect_lazy_with(options, settings))
@@ -176,6 +194,49 @@ fn pool_options(settings: PoolSettings) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
+}
+
+/// Returns once the database holds every migration of this release, which
+/// another process applies; says once what it waits for.
+async fn await_migrations(connection: &mut PgConnection) -> Result<(), StoreError> {
+    let mut said = false;
+    loop {
+        let missing = missing_migrations(connection).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !said {
+            tracing::warn!(
+                ?missing,
+                "waiting for the database to hold this release's migrations (DATABASE_MIGRATIONS=require): the migration Job applies them"
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The versions of this release's migrations the database has not applied.
+async fn missing_migrations(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
+    let migrate = |error| StoreError::Migrate { error };
+    // sqlx creates its table with the first migration.
+    let table = "SELECT to_regclass('_sqlx_migrations') IS NOT NULL";
+    let exists: bool = sqlx::query_scalar(table)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(|error| migrate(MigrateError::Execute(error)))?;
+    let applied = if exists {
+        connection
+            .list_applied_migrations()
+            .await
+            .map_err(migrate)?
+    } else {
+        Vec::new()
+    };
+    let missing = MIGRATOR.iter().map(|migration| migration.version);
+    Ok(missing
+        .filter(|version| !applied.iter().any(|done| done.version == *version))
+        .collect())
 }
 
 /// Applies pending migrations. Safe when several processes start at once: the
