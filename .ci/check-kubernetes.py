@@ -147,8 +147,8 @@ def check_replicas_spread(render, api, pdbs):
 
 
 def check_collector_memory(render, container, configuration):
-    """GOMEMLIMIT at about 80 % of the limit, requested what it may use, its
-    own metrics on a declared port, on every interface."""
+    """GOMEMLIMIT a little under the memory limit, the request equal to it,
+    its own metrics on a declared port, on every interface."""
     limit = dig(container, "resources.limits.memory")
     gomemlimit = env_value(container, "GOMEMLIMIT")
     check(limit and gomemlimit and 0.7 <= quantity(gomemlimit) / quantity(limit) <= 0.9,
