@@ -18,7 +18,7 @@ use orders_test_support::{
     pinned_tool, point_at_test, post_orders, string, unreachable_databases, wait_until,
 };
 use serde_json::{Value, json};
-use sqlx::{ConnectOptions as _, PgPool};
+use sqlx::PgPool;
 
 fn binary() -> PathBuf {
     orders_test_support::binary("ORDERS_API_BIN", env!("CARGO_BIN_EXE_orders-api"))
@@ -403,58 +403,41 @@ async fn a_migration_job_migrates_while_the_services_role_waits(pool: PgPool) {
         format!("orders_migrator_{run}"),
         format!("orders_service_{run}"),
     );
-    let docs =
-        std::fs::read_to_string(orders_test_support::repository_root().join("docs/kubernetes.md"))
-            .unwrap();
-    let mut roles = docs
+    let docs = orders_test_support::repository_root().join("docs/kubernetes.md");
+    let docs = std::fs::read_to_string(docs).unwrap();
+    let mut blocks = docs
         .split("```sql\n")
         .filter_map(|block| block.split("```").next());
-    let roles = roles
+    let roles = blocks
         .find(|block| block.contains("CREATE ROLE orders_migrator"))
         .unwrap();
     let roles = roles
         .replace("orders_migrator", &migrator)
         .replace("orders_service", &service);
     sqlx::raw_sql(&roles).execute(&pool).await.unwrap();
-    let url_as = |role: &str| {
-        pool.connect_options()
-            .as_ref()
-            .clone()
-            .username(role)
-            .to_url_lossy()
-            .to_string()
+    let as_role = |role: &str| {
+        PgPool::connect_lazy_with(pool.connect_options().as_ref().clone().username(role))
     };
-    let job_env = [
-        ("DATABASE_URL", url_as(&migrator)),
-        ("OTEL_SDK_DISABLED", "true".to_owned()),
-    ];
+    let (as_migrator, as_service) = (as_role(&migrator), as_role(&service));
     let job = tokio::spawn({
         let (pool, service) = (pool.clone(), service.clone());
         async move {
-            // Once the pod has found the migrations missing.
-            let asked = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE usename = $1 AND state = 'idle' AND query LIKE '%_sqlx_migrations%')";
+            // Once the pod has found its migrations missing.
+            let asked = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE usename = $1 \
+                AND state = 'idle' AND query LIKE '%_sqlx_migrations%')";
+            let asked = || sqlx::query_scalar(asked).bind(&service).fetch_one(&pool);
             wait_until(WAIT, "the pod asking for its migrations", || async {
-                sqlx::query_scalar(asked)
-                    .bind(&service)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
+                asked().await.unwrap()
             })
             .await;
-            Process::spawn(binary(), &["--migrate-only"], &job_env)
-                .wait(WAIT)
-                .await
+            let job = Process::spawn(binary(), &["--migrate-only"], &quiet(&as_migrator));
+            job.wait(WAIT).await
         }
     });
-    let pod_env = [
-        ("DATABASE_URL", url_as(&service)),
-        ("DATABASE_MIGRATIONS", "require".to_owned()),
-        ("OTEL_SDK_DISABLED", "true".to_owned()),
-    ];
-    let (api, app) = start(&pod_env).await;
+    let [url, disabled] = quiet(&as_service);
+    let (api, app) = start(&[url, disabled, ("DATABASE_MIGRATIONS", "require".into())]).await;
     job.await.unwrap().assert_code(0);
     assert_eq!(app.post(&sample_order()).await.status(), 201);
-    let as_service = PgPool::connect(&url_as(&service)).await.unwrap();
     let create = sqlx::query("CREATE TABLE intruder (id int)")
         .execute(&as_service)
         .await;
@@ -467,12 +450,8 @@ async fn a_migration_job_migrates_while_the_services_role_waits(pool: PgPool) {
     as_service.close().await;
     api.sigterm();
     let exited = api.wait(WAIT).await;
-    assert!(
-        exited
-            .stdout
-            .contains("waiting for the database to hold this release's migrations"),
-        "{exited}"
-    );
+    let waited = "waiting for the database to hold this release's migrations";
+    assert!(exited.stdout.contains(waited), "{exited}");
     let drop = format!(
         "DROP OWNED BY {migrator}; DROP OWNED BY {service}; DROP ROLE {migrator}, {service};"
     );
@@ -506,25 +485,13 @@ fn scratch(name: &str) -> PathBuf {
 async fn schemathesis_finds_nothing_against_the_served_openapi_document(pool: PgPool) {
     let (_api, app) = start(&quiet(&pool)).await;
     let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
-    let args = [
-        "run",
-        &app.url("/openapi.json"),
-        "--checks",
-        "all",
-        "--exclude-checks",
-        "positive_data_acceptance",
-        "--seed",
-        "42",
-        "--max-examples",
-        "150",
-        "--phases",
-        "examples,coverage,fuzzing,stateful",
-        "--workers",
-        "1",
-        "--no-color",
-        "--generation-database",
-        "none",
-    ];
+    let document = app.url("/openapi.json");
+    let options = "--checks all --exclude-checks positive_data_acceptance --seed 42 --max-examples 150 \
+        --phases examples,coverage,fuzzing,stateful --workers 1 --no-color --generation-database none";
+    let args: Vec<&str> = ["run", &document]
+        .into_iter()
+        .chain(options.split_whitespace())
+        .collect();
     let env = [
         ("SCHEMATHESIS_HOOKS", "schemathesis_hooks".to_owned()),
         ("PYTHONPATH", tests.to_owned()),
@@ -550,17 +517,9 @@ async fn a_client_generated_from_the_openapi_document_posts_an_order_and_reads_i
     // No formatter after generating: the client is imported, not read.
     std::fs::write(dir.join("config.yaml"), "post_hooks: []\n").unwrap();
     let document = orders_test_support::repository_root().join("docs/openapi.json");
-    let args = [
-        "generate",
-        "--path",
-        document.to_str().unwrap(),
-        "--meta",
-        "none",
-        "--output-path",
-        "orders_client",
-        "--config",
-        "config.yaml",
-    ];
+    let options = "--meta none --output-path orders_client --config config.yaml";
+    let path = ["generate", "--path", document.to_str().unwrap()];
+    let args: Vec<&str> = path.into_iter().chain(options.split_whitespace()).collect();
     let generator = Process::spawn_in(&dir, pinned_tool("openapi-python-client"), &args, &[]);
     generator.wait(WAIT).await.assert_code(0);
     let (_api, app) = start(&quiet(&pool)).await;
