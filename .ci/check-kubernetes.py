@@ -120,16 +120,16 @@ def check_identity(where, container, telemetry):
 
 
 def check_probes(where, container):
-    """Explicit timeouts; readiness that outwaits the API's own ping and rides
-    out a 15 s blip; liveness off the database."""
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        check(dig(container, f"{probe}.timeoutSeconds"), f"{where}: {probe} has no timeoutSeconds (1 s by default)")
+    """Readiness that outwaits the API's own ping and rides out a blip of 10 s
+    (a pod leaves after failureThreshold failures, periodSeconds apart);
+    liveness off the database."""
     ready = container.get("readinessProbe", {})
     ping_ms = int(env_value(container, "READYZ_TIMEOUT_MS", readyz_default and readyz_default[1]) or 0)
     check(ping_ms and ready.get("timeoutSeconds", 1) * 1000 > ping_ms,
           f"{where}: readinessProbe's timeoutSeconds is not longer than READYZ_TIMEOUT_MS ({ping_ms} ms), /readyz's own")
-    check(ready.get("periodSeconds", 10) * ready.get("failureThreshold", 3) >= 15,
-          f"{where}: readinessProbe takes the pod out of the Service within 15 s of failures: a database blip empties it")
+    threshold = ready.get("failureThreshold", 3)
+    check(threshold >= 2 and (threshold - 1) * ready.get("periodSeconds", 10) >= 10,
+          f"{where}: readinessProbe takes the pod out of the Service within 10 s of its first failure: a database blip empties it")
     check(dig(container, "livenessProbe.httpGet.path") != "/readyz", f"{where}: livenessProbe asks /readyz: a database outage would restart every pod")
 
 
@@ -202,6 +202,11 @@ def check_network(render, objects, settings):
     """Deny by default; allow exactly what the system needs, and nothing else
     that is tried here."""
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    for policy in policies:
+        rules = [r for key in ("ingress", "egress") for r in policy["spec"].get(key) or []]
+        unread = [r for r in rules if any("ipBlock" in peer for peer in r.get("from", []) + r.get("to", []))
+                  or any("endPort" in port for port in r.get("ports", []))]
+        check(not unread, f"{render}: networkpolicy/{policy['metadata']['name']} uses ipBlock or endPort, which network_policy.py does not read")
     check(any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") and not p["spec"].get("egress")
               and {"Ingress", "Egress"} <= set(p["spec"].get("policyTypes", [])) for p in policies),
           f"{render}: no NetworkPolicy denies all ingress and egress in the namespace by default")
@@ -227,7 +232,9 @@ def check_network(render, objects, settings):
               ("the collector", collector, f"SigNoz ({settings.get('SIGNOZ_OTLP_ENDPOINT')})", signoz, int(signoz_port or 0)),
               ("a Prometheus in another namespace", elsewhere, "the collector's metrics", collector, 8888)]
     needed += [(name, pod, "the cluster's DNS", dns, 53) for name, pod in pods.items()]
-    needed += [("orders-migrate", pods["orders-migrate"], "PostgreSQL", database, 5432)] if "orders-migrate" in pods else []
+    if "orders-migrate" in pods:
+        needed += [("orders-migrate", pods["orders-migrate"], "PostgreSQL", database, 5432),
+                   ("orders-migrate", pods["orders-migrate"], "the collector", collector, 4317)]
     refused = [("a pod of another namespace", elsewhere, "the collector", collector, 4317),
                ("a pod of another namespace", elsewhere, "PostgreSQL", database, 5432),
                ("orders-api", api, "an address outside", outside, 443), ("orders-batch", batch, "orders-api", api, 3000)]
@@ -295,6 +302,7 @@ for render, text in renders.items():
             if image.startswith("otel/opentelemetry-collector-contrib:"):
                 check(tag == RELEASE, f"{at}: image {image!r} is not the release collector/builder-config.yaml builds ({RELEASE})")
             for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                check(probe not in container or container[probe].get("timeoutSeconds"), f"{at}: {probe} has no timeoutSeconds (1 s by default)")
                 for handler in ("httpGet", "tcpSocket", "grpc"):
                     port = dig(container, f"{probe}.{handler}.port")
                     check(port is None or port in ports_of(container), f"{at}: {probe} probes port {port!r}, which the container does not declare")
@@ -381,11 +389,11 @@ for render, text in renders.items():
         check_probes(f"{render}: orders-api", container)
         check_replicas_spread(render, api, [o for o in objects if o["kind"] == "PodDisruptionBudget"])
 
-    # The production rules: each service's pods told apart, accounts and labels, network policies.
-    for workload, path in (("Deployment", "spec.template.spec"), ("CronJob", "spec.jobTemplate.spec.template.spec")):
-        for service in ("orders-api", "orders-batch"):
-            for container in (dig(by_name.get((workload, service)), path) or {}).get("containers", []):
-                check_identity(f"{render}: {workload.lower()}/{service}", container, telemetry)
+    # The production rules: each exporting pod told apart, accounts and labels, network policies.
+    for where, pod, _ in pods:
+        for container in pod.get("containers", []):
+            if "OTEL_EXPORTER_OTLP_ENDPOINT" in env_names(container, by_name):
+                check_identity(where, container, telemetry)
     check_accounts_and_labels(render, objects, pods)
     settings = dig(next((o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("otel-collector-settings")), {}), "data") or {}
     check_network(render, objects, settings)

@@ -2,8 +2,8 @@
 the Kubernetes documentation states them, for .ci/check-kubernetes.py: no
 offline tool answers it (kubectl needs a cluster and a CNI to enforce them).
 Enough of the API for what kubernetes/ writes: pod and namespace selectors
-(matchLabels, matchExpressions), ports by number or by name, protocols; an
-ipBlock admits any address outside the cluster.
+(matchLabels, matchExpressions), ports by number or by name, protocols; not
+ipBlock or endPort, which the check refuses.
 """
 from dataclasses import dataclass, field
 
@@ -34,10 +34,6 @@ def _peer_admits(peers, other, namespace):
     if not peers:
         return True
     for peer in peers:
-        if "ipBlock" in peer:
-            if other.namespace is None:
-                return True
-            continue
         if other.namespace is None:
             continue
         if "namespaceSelector" in peer:
@@ -60,13 +56,18 @@ def _port_admits(ports, destination, port, protocol):
     return False
 
 
+def _policy_types(spec):
+    # Without policyTypes: Ingress, and Egress where it has egress rules.
+    return spec.get("policyTypes") or ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+
+
 def _side_admits(policies, direction, subject, other, destination, port, protocol):
     """Whether the policies selecting `subject` let the connection through on
     its side; a pod no policy of that direction selects is open."""
     peers_key, rules_key = ("to", "egress") if direction == "Egress" else ("from", "ingress")
     selecting = [p for p in policies
                  if p["metadata"].get("namespace") == subject.namespace
-                 and direction in p["spec"].get("policyTypes", ["Ingress"])
+                 and direction in _policy_types(p["spec"])
                  and selects(p["spec"]["podSelector"], subject.labels)]
     if subject.namespace is None or not selecting:
         return True

@@ -216,7 +216,9 @@ async fn await_migrations(connection: &mut PgConnection) -> Result<(), StoreErro
     }
 }
 
-/// The versions of this release's migrations the database has not applied.
+/// The versions of this release's migrations the database has not applied;
+/// an error where it applied one of them from a different file (its checksum),
+/// as applying would.
 async fn missing_migrations(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
     let migrate = |error| StoreError::Migrate { error };
     // sqlx creates its table with the first migration.
@@ -233,10 +235,23 @@ async fn missing_migrations(connection: &mut PgConnection) -> Result<Vec<i64>, S
     } else {
         Vec::new()
     };
-    let missing = MIGRATOR.iter().map(|migration| migration.version);
-    Ok(missing
-        .filter(|version| !applied.iter().any(|done| done.version == *version))
-        .collect())
+    let mut missing = Vec::new();
+    let ours = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration());
+    for migration in ours {
+        let done = applied
+            .iter()
+            .find(|done| done.version == migration.version);
+        match done {
+            None => missing.push(migration.version),
+            Some(done) if done.checksum != migration.checksum => {
+                return Err(migrate(MigrateError::VersionMismatch(migration.version)));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(missing)
 }
 
 /// Applies pending migrations. Safe when several processes start at once: the
