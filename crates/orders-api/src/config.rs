@@ -7,8 +7,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use orders::db::DatabaseArgs;
+use orders_telemetry::SpanLimits;
 
 use crate::connections::ConnectionLimits;
+
+/// The spans the trace export queue holds, so that a collector gone for a
+/// while (a restart, a rollout) costs no span: requests never wait for it,
+/// and the exporter tries its failed export again meanwhile; beyond the
+/// queue, new spans are dropped and counted. The rule: spans per order ×
+/// orders per second × seconds away + one export in flight. Each order ends
+/// 4 spans (`POST /orders`, `receive-order`, `validate`, `persist-order`);
+/// 300 orders a second, steady; 5 s away, plus 3 s before the exporter sees
+/// the collector back (its next try, at most 2 s after the last, and that
+/// try's own quick retries); one export of 2048 spans
+/// (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`): 4 × 300 × 8 + 2048 = 11,648 spans,
+/// about 12 MB.
+const SPAN_QUEUE_SIZE: usize = 4 * 300 * (5 + 3) + 2048;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -80,5 +94,15 @@ impl Config {
     #[must_use]
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The SDK's link limit (a request's spans link nothing), and an export
+    /// queue that rides out a collector's restart; requests never wait.
+    #[must_use]
+    pub fn span_limits(&self) -> SpanLimits {
+        SpanLimits {
+            queue_size: SPAN_QUEUE_SIZE,
+            ..SpanLimits::default()
+        }
     }
 }

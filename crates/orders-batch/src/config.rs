@@ -79,12 +79,14 @@ impl Config {
 
     /// Span limits that keep every link: a `process-batch` span carries one
     /// link per order, and a batch ends one `reconcile` span per order plus a
-    /// few database spans at once; a batch can wait for room for them.
+    /// few database spans at once; a batch can wait for room for them, in a
+    /// queue that holds four batches (the next is claimed while one is
+    /// processed).
     #[must_use]
     pub fn span_limits(&self) -> SpanLimits {
         SpanLimits {
             links_per_span: self.batch_max_size,
-            spans_per_burst: spans_per_batch(self.batch_max_size),
+            queue_size: spans_per_batch(self.batch_max_size).saturating_mul(4),
             can_wait: true,
         }
     }

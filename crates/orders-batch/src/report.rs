@@ -5,7 +5,7 @@ use std::fmt;
 
 use orders::OrderStatus;
 use orders::claims::{Claim, Finished};
-use span_links::pacing::SpanTally;
+use span_pacing::Producer;
 
 use crate::metrics::BatchMetrics;
 
@@ -40,9 +40,10 @@ pub struct RunSummary {
     /// Orders still pending when an interrupted run stopped; `None` when the
     /// run was not interrupted or they could not be counted.
     pub pending: Option<u64>,
-    /// The run's spans not exported, as they stand when the summary is
-    /// shown: dropped at a full queue, in a failed export, or still queued.
-    pub spans: SpanTally,
+    /// The run's spans, of which those not exported, as they stand when the
+    /// summary is shown: dropped at a full queue, in a failed export, or
+    /// still queued.
+    pub spans: Producer,
 }
 
 impl fmt::Display for RunSummary {
@@ -87,8 +88,8 @@ impl BatchReport {
 }
 
 impl RunSummary {
-    /// A run that has done nothing yet, its spans tallied by `spans`.
-    pub(crate) fn new(spans: SpanTally) -> Self {
+    /// A run that has done nothing yet, its spans made by `spans`.
+    pub(crate) fn new(spans: Producer) -> Self {
         Self {
             processed: 0,
             failed: 0,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use orders::StoreError;
 use orders::claims::{self, Claim, ClaimRequest};
-use span_links::pacing::SpanQueue;
+use span_pacing::{Producer, SpanQueue};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -60,10 +60,12 @@ impl Worker {
     /// ends; the batch in hand gets the shutdown grace period to finish, then
     /// its orders are given back, as are those of the batch claimed ahead.
     ///
-    /// The run ends once its spans are exported, unless the exporter is
-    /// failing; its summary tallies its spans not exported.
+    /// The run ends once its spans are exported, stopped or not, waiting at
+    /// most the block timeout (`OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`), and
+    /// not at all once a wait for room has run out; its summary tallies its
+    /// spans not exported.
     pub async fn run(&self, stop: &CancellationToken) -> Result<RunSummary, StoreError> {
-        let spans = self.spans.tally();
+        let spans = self.spans.producer();
         let cutoff = claims::database_now(&self.pool).await?;
         let max_attempts = i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX);
         let requeued = claims::requeue_expired(&self.pool, max_attempts).await?;
@@ -80,7 +82,7 @@ impl Worker {
         }
 
         let ran_out = self.process_pending(cutoff, stop, &mut summary).await?;
-        stop.run_until_cancelled(self.spans.drain()).await;
+        summary.spans.drain().await;
         if !ran_out {
             summary.interrupted = true;
             summary.pending = self.count_pending().await;
@@ -98,7 +100,8 @@ impl Worker {
         stop: &CancellationToken,
         summary: &mut RunSummary,
     ) -> Result<bool, StoreError> {
-        let mut next = self.claim_when_room(cutoff, stop).await?;
+        let spans = summary.spans.clone();
+        let mut next = self.claim_when_room(cutoff, &spans, stop).await?;
         loop {
             let Some((claim, claimed)) = next else {
                 return Ok(false);
@@ -111,7 +114,7 @@ impl Worker {
                 return Ok(false);
             }
             let (upcoming, outcome) = tokio::join!(
-                self.claim_when_room(cutoff, stop),
+                self.claim_when_room(cutoff, &spans, stop),
                 self.process_in_time(&claim, claimed, stop)
             );
             match outcome {
@@ -148,11 +151,14 @@ impl Worker {
     async fn claim_when_room(
         &self,
         cutoff: DateTime<Utc>,
+        spans: &Producer,
         stop: &CancellationToken,
     ) -> Result<Option<(Claim, Instant)>, StoreError> {
-        let room = self.spans.room_for(2 * self.settings.spans_per_batch());
-        if stop.run_until_cancelled(room).await.is_none() {
-            return Ok(None);
+        let room = spans.room_for(2 * self.settings.spans_per_batch());
+        match stop.run_until_cancelled(room).await {
+            None => return Ok(None),
+            Some(Err(error)) => tracing::warn!(%error, "claiming without waiting for room"),
+            Some(Ok(())) => {}
         }
         self.claim(cutoff).await.map(Some)
     }

@@ -11,8 +11,6 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::TracerProviderBuilder;
 use tracing_opentelemetry::{OpenTelemetrySpanExt, SetParentError};
 
-#[cfg(feature = "pacing")]
-pub mod pacing;
 mod sampling;
 pub use sampling::{LinkSampler, LinkSelection};
 

@@ -8,7 +8,7 @@ use std::env;
 use std::time::Duration;
 
 use opentelemetry_sdk::trace::Sampler;
-use span_links::pacing::OnQueueFull;
+use span_pacing::OnQueueFull;
 use tracing_subscriber::EnvFilter;
 
 /// Every environment variable a service's telemetry honours: the ones this
@@ -33,6 +33,8 @@ pub const ENVIRONMENT_VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_COMPRESSION",
     "OTEL_EXPORTER_OTLP_TIMEOUT",
     "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_BSP_SCHEDULE_DELAY",
@@ -68,9 +70,17 @@ const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 const DEFAULT_EXPORT_BATCH_SIZE: usize = 2048;
 const DEFAULT_QUEUE_SIZE: usize = 4 * DEFAULT_EXPORT_BATCH_SIZE;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// The OTLP exporter's own timeout for an export, its retries included,
-/// when `OTEL_EXPORTER_OTLP_TIMEOUT` does not say.
+/// The OTLP exporter's timeout for one attempt to export, its own quick
+/// retries included, when `OTEL_EXPORTER_OTLP_TIMEOUT` does not say: the
+/// specification's 10 s.
 const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failing trace exporter is held out for, when
+/// `OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT` does not say: a failed export is
+/// tried again this long, and a batch waits for room this long. A minute
+/// outlasts a collector's restart (seconds) and a rolling update whose new
+/// pod starts and turns ready within its probes' minute; an hourly batch can
+/// afford it, and cannot afford to lose its links.
+const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// What a service's spans need of the SDK's limits, which otherwise lose data
 /// without a word.
@@ -78,9 +88,9 @@ const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SpanLimits {
     /// The most links one span carries: the link limit (the SDK keeps 128).
     pub links_per_span: u32,
-    /// The most spans that end together, before the exporter can catch up:
-    /// the export queue holds four such bursts.
-    pub spans_per_burst: usize,
+    /// The smallest export queue the service's spans need: what ends
+    /// while the collector is away, or before the exporter can catch up.
+    pub queue_size: usize,
     /// The service's work can wait for room in the export queue (a batch
     /// job): `OTEL_BSP_ON_QUEUE_FULL` is `BLOCK` unless set to `DROP`. A
     /// service answering requests never waits: only `DROP` is accepted.
@@ -91,7 +101,7 @@ impl Default for SpanLimits {
     fn default() -> Self {
         Self {
             links_per_span: span_links::SDK_LINK_LIMIT,
-            spans_per_burst: DEFAULT_QUEUE_SIZE / 4,
+            queue_size: DEFAULT_QUEUE_SIZE,
             can_wait: false,
         }
     }
@@ -166,15 +176,24 @@ pub struct TelemetryConfig {
     pub links_per_span: u32,
     /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: TracesSampler,
-    /// `OTEL_BSP_MAX_QUEUE_SIZE`, raised to four bursts of spans and four
-    /// exports: the SDK starts an export only when it holds a full one (or
-    /// on its delay), and a producer waiting for room must see one start.
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`, raised to what the service needs and to
+    /// four exports: the SDK starts an export only when it holds a full one
+    /// (or on its delay), and a producer waiting for room must see one start.
     pub span_queue_size: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: the most spans in one export.
     pub span_export_batch_size: usize,
-    /// `OTEL_BSP_ON_QUEUE_FULL`, with `OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`
-    /// (by default the trace exporter's own timeout).
+    /// `OTEL_BSP_ON_QUEUE_FULL`.
     pub on_queue_full: OnQueueFull,
+    /// `OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`: how long a failed trace export
+    /// is tried again, and (blocking) a producer waits for room; a minute by
+    /// default, `None` (0) for no bound.
+    pub block_timeout: Option<Duration>,
+    /// `OTEL_EXPORTER_OTLP_{SIGNAL}_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`:
+    /// one attempt to export, in [`Signal::ALL`] order.
+    pub export_timeouts: [Duration; 3],
+    /// Whether each signal goes over OTLP/gRPC rather than HTTP/protobuf, in
+    /// [`Signal::ALL`] order.
+    pub grpc: [bool; 3],
     /// The trace exporter's `otel.component.type`, for its metrics.
     pub span_exporter_type: &'static str,
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS`: how long the flush at exit may take,
@@ -207,12 +226,7 @@ const RATIO_SAMPLERS: &[&str] = &["traceidratio", "parentbased_traceidratio", LI
 
 /// Numbers the SDK reads itself, and would replace by its default without a
 /// word if malformed.
-const SDK_NUMBERS: &[&str] = &[
-    "OTEL_BSP_SCHEDULE_DELAY",
-    "OTEL_METRIC_EXPORT_INTERVAL",
-    "OTEL_EXPORTER_OTLP_TIMEOUT",
-    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-];
+const SDK_NUMBERS: &[&str] = &["OTEL_BSP_SCHEDULE_DELAY", "OTEL_METRIC_EXPORT_INTERVAL"];
 
 impl TelemetryConfig {
     /// Reads the configuration from the environment.
@@ -259,13 +273,15 @@ impl TelemetryConfig {
             exporter(Signal::Logs)?,
         ];
         let mut endpoints = Vec::new();
+        let (mut grpc, mut export_timeouts) = ([false; 3], [DEFAULT_EXPORT_TIMEOUT; 3]);
         for (signal, exporter) in Signal::ALL.into_iter().zip(exporters) {
-            let otlp = exporter == Exporter::Otlp;
-            endpoints.push(if otlp {
-                endpoint(get, signal)?
-            } else {
-                String::new()
-            });
+            if exporter != Exporter::Otlp {
+                endpoints.push(String::new());
+                continue;
+            }
+            endpoints.push(endpoint(get, signal)?);
+            grpc[signal as usize] = is_grpc(get, signal)?;
+            export_timeouts[signal as usize] = export_timeout(get, signal)?;
         }
         let links = number(get, "OTEL_SPAN_LINK_COUNT_LIMIT")?
             .map_or(0, |limit| u32::try_from(limit).unwrap_or(u32::MAX));
@@ -277,7 +293,7 @@ impl TelemetryConfig {
         let queue = size("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)?;
         let export_batch = size("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE)?;
         let span_exporter_type = match exporters[Signal::Traces as usize] {
-            Exporter::Otlp if is_grpc(get, Signal::Traces)? => "otlp_grpc_span_exporter",
+            Exporter::Otlp if grpc[Signal::Traces as usize] => "otlp_grpc_span_exporter",
             Exporter::Otlp => "otlp_http_span_exporter",
             Exporter::Console => "opentelemetry_stdout::SpanExporter",
             Exporter::None => "",
@@ -295,15 +311,34 @@ impl TelemetryConfig {
             links_per_span: links.max(limits.links_per_span),
             sampler: sampler(get)?,
             span_queue_size: queue
-                .max(limits.spans_per_burst.saturating_mul(4))
+                .max(limits.queue_size)
                 .max(export_batch.saturating_mul(4)),
             span_export_batch_size: export_batch,
             on_queue_full: on_queue_full(get, limits.can_wait)?,
+            block_timeout: match number(get, "OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT")? {
+                None => Some(DEFAULT_BLOCK_TIMEOUT),
+                Some(0) => None,
+                Some(millis) => Some(Duration::from_millis(millis)),
+            },
+            export_timeouts,
+            grpc,
             span_exporter_type,
             shutdown_timeout: number(get, "TELEMETRY_SHUTDOWN_TIMEOUT_MS")?
                 .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
             endpoints,
         })
+    }
+
+    /// One attempt to export `signal`: the exporter's timeout.
+    #[must_use]
+    pub fn export_timeout(&self, signal: Signal) -> Duration {
+        self.export_timeouts[signal as usize]
+    }
+
+    /// Whether `signal` goes over OTLP/gRPC rather than HTTP/protobuf.
+    #[must_use]
+    pub fn is_grpc(&self, signal: Signal) -> bool {
+        self.grpc[signal as usize]
     }
 
     /// The exporter of `signal`: none at all when the SDK is disabled.
@@ -386,14 +421,10 @@ fn number(get: Variables<'_>, variable: &str) -> Result<Option<u64>, ConfigError
         .transpose()
 }
 
-/// Whether a producer waits for room in the export queue, and for how long
-/// without an export ending: `OTEL_BSP_ON_QUEUE_FULL` and
-/// `OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`, the names the specification's
-/// proposal gives them (pull request 5181), so that the day the SDK blocks
-/// by itself they keep their meaning. The timeout is by default twice the
-/// trace exporter's own, resolved as the OTLP exporter resolves it: the
-/// exporter gives an export up at its timeout, but a retry it began just
-/// before runs up to one timeout more.
+/// Whether a producer waits for room in the export queue:
+/// `OTEL_BSP_ON_QUEUE_FULL`, the name the specification's proposal gives it
+/// (pull request 5181), so that the day the SDK blocks by itself it keeps its
+/// meaning; `BLOCK` by default for a service that can wait.
 fn on_queue_full(get: Variables<'_>, can_wait: bool) -> Result<OnQueueFull, ConfigError> {
     let allowed: &[&str] = if can_wait {
         &["block", "drop"]
@@ -404,28 +435,23 @@ fn on_queue_full(get: Variables<'_>, can_wait: bool) -> Result<OnQueueFull, Conf
         Some(value) => value == "block",
         None => can_wait,
     };
-    let millis = [
-        "OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
-    ]
-    .into_iter()
-    .map(|variable| number(get, variable))
-    .collect::<Result<Vec<_>, _>>()?;
-    let timeout = match millis[..] {
-        [Some(own), ..] => Duration::from_millis(own),
-        [None, traces, common] => {
-            2 * traces
-                .or(common)
-                .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis)
-        }
-        _ => DEFAULT_EXPORT_TIMEOUT,
-    };
     Ok(if block {
-        OnQueueFull::Block { timeout }
+        OnQueueFull::Block
     } else {
         OnQueueFull::Drop
     })
+}
+
+/// One attempt to export `signal`: its own variable, else the common one,
+/// else 10 s; resolved here once and given to the exporter, which would read
+/// `"3000 "` as unset.
+fn export_timeout(get: Variables<'_>, signal: Signal) -> Result<Duration, ConfigError> {
+    let own = format!("OTEL_EXPORTER_OTLP_{}_TIMEOUT", signal.upper());
+    let millis = match number(get, &own)? {
+        Some(millis) => Some(millis),
+        None => number(get, "OTEL_EXPORTER_OTLP_TIMEOUT")?,
+    };
+    Ok(millis.map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis))
 }
 
 /// Whether `signal` goes over OTLP/gRPC (`OTEL_EXPORTER_OTLP_{SIGNAL}_PROTOCOL`,
@@ -477,7 +503,7 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use span_links::pacing::OnQueueFull;
+    use span_pacing::OnQueueFull;
 
     use super::{
         ConfigError, ENVIRONMENT_VARIABLES, Exporter, Signal, SpanLimits, TelemetryConfig,
@@ -487,7 +513,7 @@ mod tests {
         let variables: HashMap<&str, &str> = variables.iter().copied().collect();
         let limits = SpanLimits {
             links_per_span: 1500,
-            spans_per_burst: 2508,
+            queue_size: 10_032,
             can_wait: true,
         };
         TelemetryConfig::from_variables(
@@ -614,23 +640,24 @@ mod tests {
     }
 
     #[test]
-    fn a_service_that_can_wait_blocks_for_its_exporter_up_to_the_exporters_timeout() {
-        let block = |variables: &[(&str, &str)]| config(variables).unwrap().on_queue_full;
-        let seconds = |seconds| OnQueueFull::Block {
-            timeout: Duration::from_secs(seconds),
+    fn a_service_that_can_wait_blocks_and_a_failing_exporter_is_held_out_for_a_minute() {
+        let resolved = |variables: &[(&str, &str)]| {
+            let config = config(variables).unwrap();
+            (config.on_queue_full, config.block_timeout)
         };
-        // Twice the exporter's timeout: a retry it began just before its
-        // timeout runs up to one timeout more.
-        assert_eq!(block(&[]), seconds(20));
-        let common = ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000");
-        assert_eq!(block(&[common]), seconds(6));
-        let traces = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "4000");
-        assert_eq!(block(&[common, traces]), seconds(8));
-        let own = ("OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT", "60000");
-        assert_eq!(block(&[own, traces]), seconds(60));
+        let minute = Some(Duration::from_mins(1));
+        assert_eq!(resolved(&[]), (OnQueueFull::Block, minute));
+        // Not tied to the exporter's timeout: that bounds one attempt.
+        let exporter = ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000");
+        assert_eq!(resolved(&[exporter]), (OnQueueFull::Block, minute));
+        let own = ("OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT", "90000");
+        let ninety = Some(Duration::from_secs(90));
+        assert_eq!(resolved(&[own]).1, ninety);
+        let unbounded = ("OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT", "0");
+        assert_eq!(resolved(&[unbounded]).1, None, "0 is no bound");
         let on_full = |value| [("OTEL_BSP_ON_QUEUE_FULL", value)];
-        assert_eq!(block(&on_full("DROP")), OnQueueFull::Drop);
-        assert_eq!(block(&on_full("Block")), seconds(20));
+        assert_eq!(resolved(&on_full("DROP")).0, OnQueueFull::Drop);
+        assert_eq!(resolved(&on_full("Block")).0, OnQueueFull::Block);
         let answering_requests = |value: Option<&str>| {
             let get = |name: &str| {
                 value
@@ -638,13 +665,39 @@ mod tests {
                     .map(str::to_owned)
             };
             TelemetryConfig::from_variables(&get, "api", "1.0", SpanLimits::default())
-                .map(|config| config.on_queue_full)
+                .map(|config| (config.on_queue_full, config.block_timeout))
         };
-        assert_eq!(answering_requests(None).unwrap(), OnQueueFull::Drop);
-        assert_eq!(answering_requests(Some("DROP")).unwrap(), OnQueueFull::Drop);
+        assert_eq!(
+            answering_requests(None).unwrap(),
+            (OnQueueFull::Drop, minute)
+        );
+        assert_eq!(
+            answering_requests(Some("DROP")).unwrap().0,
+            OnQueueFull::Drop
+        );
         assert_eq!(
             answering_requests(Some("BLOCK")).unwrap_err().to_string(),
             "OTEL_BSP_ON_QUEUE_FULL=\"BLOCK\" is not supported: expected drop"
+        );
+    }
+
+    #[test]
+    fn each_exporters_timeout_is_its_own_else_the_common_one_resolved_here() {
+        let timeouts = |variables: &[(&str, &str)]| config(variables).unwrap().export_timeouts;
+        let seconds = |seconds| Duration::from_secs(seconds);
+        assert_eq!(timeouts(&[]), [seconds(10); 3]);
+        let common = ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000");
+        let traces = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "7000");
+        assert_eq!(
+            timeouts(&[common, traces]),
+            [seconds(7), seconds(3), seconds(3)]
+        );
+        let error = config(&[("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "3 s")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT=\"3 s\" is not supported: expected a whole number"
         );
     }
 

@@ -4,7 +4,9 @@
 //!
 //! The SDK and the OTLP exporter report every failed export themselves,
 //! several lines a second and without the endpoint; [`is_replaced`] keeps
-//! those out of the logs, and [`Reported`] exporters say it instead.
+//! those out of the logs, and a [`FailureReport`] says it instead: told each
+//! attempt by the span queue, which wraps the trace exporter, and by the
+//! [`Reported`] wrapper of the metric and log exporters.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +19,6 @@ use opentelemetry_sdk::logs::{LogBatch, LogExporter};
 use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tracing::Metadata;
 
 use crate::config::{Signal, TelemetryConfig};
@@ -33,10 +34,9 @@ pub(crate) fn is_replaced(metadata: &Metadata<'_>) -> bool {
             && (name.ends_with(".ExportError") || name.contains("Shutdown")))
 }
 
-/// An exporter whose failures are reported once, then once a minute.
+/// The failures of one signal's exports, reported once, then once a minute.
 #[derive(Debug)]
-pub(crate) struct Reported<E> {
-    inner: E,
+pub(crate) struct FailureReport {
     signal: Signal,
     endpoint: String,
     /// Lets one line through a minute.
@@ -45,10 +45,9 @@ pub(crate) struct Reported<E> {
     down: AtomicBool,
 }
 
-impl<E> Reported<E> {
-    pub(crate) fn new(inner: E, signal: Signal, config: &TelemetryConfig) -> Self {
+impl FailureReport {
+    pub(crate) fn new(signal: Signal, config: &TelemetryConfig) -> Self {
         Self {
-            inner,
             signal,
             endpoint: config.endpoint(signal).to_owned(),
             lines: RateLimiter::direct(Quota::per_minute(NonZeroU32::MIN)),
@@ -57,22 +56,22 @@ impl<E> Reported<E> {
         }
     }
 
-    fn report(&self, result: OTelSdkResult) -> OTelSdkResult {
+    pub(crate) fn report(&self, result: &OTelSdkResult) {
         let (signal, endpoint) = (self.signal.name(), &self.endpoint);
-        let Err(error) = &result else {
+        let Err(error) = result else {
             if self.down.swap(false, Ordering::Relaxed) {
                 tracing::info!("exporting {signal} to {endpoint} again");
             }
-            return result;
+            return;
         };
         let failed = self.failed_since_last_line.fetch_add(1, Ordering::Relaxed) + 1;
         if self.lines.check().is_err() {
-            return result;
+            return;
         }
         self.failed_since_last_line.store(0, Ordering::Relaxed);
         if self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "still cannot export {signal} to {endpoint}: {failed} exports failed since the last message ({error})"
+                "still cannot export {signal} to {endpoint}: {failed} attempts failed since the last message ({error})"
             );
         } else {
             let variable = format!("OTEL_{}_EXPORTER", signal.to_ascii_uppercase());
@@ -82,25 +81,25 @@ impl<E> Reported<E> {
                  until it answers, this is said at most once a minute"
             );
         }
-        result
     }
 }
 
-impl<E: SpanExporter> SpanExporter for Reported<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.report(self.inner.export(batch).await)
+/// A metric or log exporter whose failures are reported.
+#[derive(Debug)]
+pub(crate) struct Reported<E> {
+    inner: E,
+    report: FailureReport,
+}
+
+impl<E> Reported<E> {
+    pub(crate) fn new(inner: E, signal: Signal, config: &TelemetryConfig) -> Self {
+        let report = FailureReport::new(signal, config);
+        Self { inner, report }
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
+    fn report(&self, result: OTelSdkResult) -> OTelSdkResult {
+        self.report.report(&result);
+        result
     }
 }
 

@@ -95,7 +95,7 @@ fn is_telemetry_itself(metadata: &Metadata<'_>) -> bool {
         "reqwest",
         "tonic",
         "tower",
-        "span_links::pacing",
+        "span_pacing",
         env!("CARGO_CRATE_NAME"),
     ];
     let target = metadata.target();

@@ -11,15 +11,18 @@
 //!   `OTEL_{TRACES,METRICS,LOGS}_EXPORTER` names (`otlp`, `console`, `none`).
 //! - `layers`: what `RUST_LOG` filters (logs) and what it does not (spans).
 //! - `export_failures`: one clear warning when an endpoint cannot be reached.
+//! - `rejections`: the spans a receiver rejects, counted.
 //!
-//! Spans wait for their exporter in a [`SpanQueue`] (`span_links::pacing`):
-//! counted, so that none is lost unseen, and paced, so that a batch can wait
+//! Spans wait for their exporter in a [`SpanQueue`] (`span_pacing`):
+//! counted, so that none is lost unseen; tried again while the collector is
+//! away, so that a restart costs none; and paced, so that a batch can wait
 //! for room.
 
 mod config;
 mod export_failures;
 mod layers;
 mod providers;
+mod rejections;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -34,7 +37,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use span_links::LinkSelection;
-use span_links::pacing::{SpanQueue, SpanTally};
+use span_pacing::{Producer, SpanQueue};
 use tokio::sync::{OnceCell, oneshot};
 use tracing::Dispatch;
 use tracing_subscriber::Layer as _;
@@ -84,7 +87,7 @@ pub struct Telemetry {
     tracer: SdkTracerProvider,
     spans: SpanQueue,
     /// Every span of the process, for the count said at exit.
-    all_spans: SpanTally,
+    all_spans: Producer,
     /// Set once the trace provider is shut down.
     traces_shut_down: OnceCell<()>,
     meter: Option<SdkMeterProvider>,
@@ -104,7 +107,7 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
     let (tracer, spans) = providers::tracer(&config, resource.clone())?;
     let telemetry = Telemetry {
         tracer,
-        all_spans: spans.tally(),
+        all_spans: spans.producer(),
         spans,
         traces_shut_down: OnceCell::new(),
         meter: providers::meter(&config, resource.clone())?,
@@ -133,7 +136,7 @@ pub fn init(service: &str, version: &str, limits: SpanLimits) -> Result<Telemetr
         std::io::stdout().is_terminal(),
         slot.clone(),
     );
-    layers.push(telemetry.spans.rejections_layer().boxed());
+    layers.push(rejections::rejections_layer(telemetry.span_queue()).boxed());
     let dispatch = Dispatch::new(Registry::default().with(layers));
     slot.get_or_init(|| dispatch.downgrade());
     dispatch.try_init()?;

@@ -1,24 +1,53 @@
 //! The OpenTelemetry providers, each with the exporter its
-//! `OTEL_*_EXPORTER` variable names. The OTLP exporters read the protocol,
-//! endpoint, headers and timeout from the `OTEL_EXPORTER_OTLP_*` variables.
+//! `OTEL_*_EXPORTER` variable names. The OTLP exporters are built with the
+//! protocol, endpoint and timeout the configuration resolved, so that no
+//! value means one thing here and another to them; they read the headers
+//! and compression from the `OTEL_EXPORTER_OTLP_*` variables themselves.
 
 use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::resource::{
     EnvResourceDetector, SdkProvidedResourceDetector, TelemetryResourceDetector,
 };
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use opentelemetry_semantic_conventions::resource::{
     SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION,
 };
-use span_links::pacing::SpanQueue;
 use span_links::{LinkSampler, with_link_limit};
+use span_pacing::{SpanQueue, SpanQueueBuilder};
 
 use crate::TelemetryError;
 use crate::config::{Exporter, Signal, TelemetryConfig, TracesSampler};
-use crate::export_failures::Reported;
+use crate::export_failures::{FailureReport, Reported};
+
+/// The OTLP exporter of `$signal`, of type `$exporter`, over the protocol,
+/// to the endpoint and with the timeout `$config` resolved. A macro: the
+/// three exporters' builders share no trait that builds.
+macro_rules! otlp_exporter {
+    ($exporter:ty, $config:expr, $signal:expr) => {{
+        let (config, signal): (&TelemetryConfig, Signal) = ($config, $signal);
+        let builder = <$exporter>::builder();
+        let endpoint = config.endpoint(signal).to_owned();
+        let timeout = config.export_timeout(signal);
+        if config.is_grpc(signal) {
+            builder
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(timeout)
+                .build()
+        } else {
+            builder
+                .with_http()
+                .with_endpoint(endpoint)
+                .with_timeout(timeout)
+                .build()
+        }
+        .map_err(exporter_error(signal))
+    }};
+}
 
 /// The resource every signal carries: this service's name and version, and
 /// what `OTEL_RESOURCE_ATTRIBUTES` adds. Replicas of a service must differ in
@@ -57,37 +86,31 @@ pub(crate) fn tracer(
     };
     Ok(match config.exporter(Signal::Traces) {
         Exporter::Otlp => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .build()
-                .map_err(exporter_error(Signal::Traces))?;
-            with_queue(
-                builder,
-                Reported::new(exporter, Signal::Traces, config),
-                config,
-            )
+            let exporter =
+                otlp_exporter!(opentelemetry_otlp::SpanExporter, config, Signal::Traces)?;
+            let report = FailureReport::new(Signal::Traces, config);
+            with_queue(exporter, config)
+                .on_each_attempt(move |result| report.report(result))
+                .build(builder)
         }
-        Exporter::Console => with_queue(
-            builder,
-            opentelemetry_stdout::SpanExporter::default(),
-            config,
-        ),
+        Exporter::Console => {
+            with_queue(opentelemetry_stdout::SpanExporter::default(), config).build(builder)
+        }
         Exporter::None => (builder.build(), SpanQueue::default()),
     })
 }
 
-/// The provider of `builder`, its spans exported through `exporter` from a
-/// queue sized and paced by the configuration.
-fn with_queue(
-    builder: TracerProviderBuilder,
-    exporter: impl SpanExporter + 'static,
+/// A queue for `exporter`'s spans, sized and paced by the configuration.
+fn with_queue<E: SpanExporter + 'static>(
+    exporter: E,
     config: &TelemetryConfig,
-) -> (SdkTracerProvider, SpanQueue) {
+) -> SpanQueueBuilder<E> {
     SpanQueue::builder(exporter)
         .with_capacity(config.span_queue_size)
         .with_export_batch_size(config.span_export_batch_size)
         .on_queue_full(config.on_queue_full)
+        .with_timeout(config.block_timeout)
         .with_exporter_type(config.span_exporter_type)
-        .build(builder)
 }
 
 /// The meter provider, or none when metrics are not exported.
@@ -98,9 +121,8 @@ pub(crate) fn meter(
     let builder = SdkMeterProvider::builder().with_resource(resource);
     Ok(match config.exporter(Signal::Metrics) {
         Exporter::Otlp => {
-            let exporter = opentelemetry_otlp::MetricExporter::builder()
-                .build()
-                .map_err(exporter_error(Signal::Metrics))?;
+            let exporter =
+                otlp_exporter!(opentelemetry_otlp::MetricExporter, config, Signal::Metrics)?;
             Some(builder.with_reader(
                 PeriodicReader::builder(Reported::new(exporter, Signal::Metrics, config)).build(),
             ))
@@ -121,9 +143,7 @@ pub(crate) fn logger(
     let builder = SdkLoggerProvider::builder().with_resource(resource);
     Ok(match config.exporter(Signal::Logs) {
         Exporter::Otlp => {
-            let exporter = opentelemetry_otlp::LogExporter::builder()
-                .build()
-                .map_err(exporter_error(Signal::Logs))?;
+            let exporter = otlp_exporter!(opentelemetry_otlp::LogExporter, config, Signal::Logs)?;
             Some(builder.with_batch_exporter(Reported::new(exporter, Signal::Logs, config)))
         }
         Exporter::Console => {
