@@ -1,5 +1,5 @@
-"""Every measured figure has one home: docs/benchmark.md, or the span-links
-crate's README for the crate's own. Anywhere else in the repository (pages,
+"""Every measured figure has one home: docs/benchmark.md, or the README of
+span-links or span-pacing for the crate's own. Anywhere else in the repository (pages,
 code comments, manifests, scripts), a sentence that states one links there
 instead, so that two places can never give two values.
 
@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-HOMES = {"docs/benchmark.md", "crates/span-links/README.md", ".ci/check-figures.py"}
+HOMES = {"docs/benchmark.md", "crates/span-links/README.md", "crates/span-pacing/README.md", ".ci/check-figures.py"}
 SUFFIXES = {".md", ".rs", ".yaml", ".yml", ".toml", ".py", ".sh", ".example", ""}
 
 NUMBER = r"\d[\d  ,.]*\d[½¾¼k]?|\d[½¾¼k]?"

@@ -1,5 +1,5 @@
 """Every relative link of the project's Markdown resolves: in README.md,
-TESTING.md, docs/*.md and crates/span-links/README.md, each [text](target),
+TESTING.md, docs/*.md and the publishable crates' READMEs, each [text](target),
 ![image](target) and [label]: target that is not http(s) or mailto names an
 existing file or directory, and its #anchor (a same-page one included) a
 heading of that page, by GitHub's rules. Links in code blocks and code spans
@@ -15,7 +15,7 @@ import urllib.parse
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", ROOT / "TESTING.md", *sorted((ROOT / "docs").glob("*.md")),
-         ROOT / "crates/span-links/README.md"]
+         ROOT / "crates/span-links/README.md", ROOT / "crates/span-pacing/README.md"]
 
 FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")

@@ -92,10 +92,32 @@ def accepted_after(delay):
     return lambda _: (delay, 200, {})
 
 
+def closed_for(seconds, delay):
+    """Accepted after `delay`, but the 3rd export closes the port for
+    `seconds`, as a collector restarting does: that export gets no answer and
+    every connection meanwhile is refused."""
+    return lambda n: (seconds, None, {}) if n == 3 else (delay, 200, {})
+
+
+def unavailable_for(seconds, delay):
+    """Accepted after `delay`, but from the 3rd export on every one refused
+    with 503 for `seconds`, as a collector's memory limiter does."""
+    since = []
+
+    def answer(n):
+        if n >= 3:
+            since or since.append(time.monotonic())
+            if time.monotonic() - since[0] < seconds:
+                return 0, 503, {}
+        return delay, 200, {}
+    return answer
+
+
 class Received:
     """A null OTLP/HTTP receiver: answers the n-th trace export (from 1) as
     `answer(n)` says, (seconds to wait, HTTP status, headers), everything else
-    at once, and counts the bytes of what it accepts."""
+    at once, and counts the bytes of what it accepts. A status of None closes
+    its port for that many seconds instead."""
 
     def __init__(self, answer=accepted_after(0.0)):
         self.bytes, self.lock, self.traces = 0, threading.Lock(), 0
@@ -110,6 +132,10 @@ class Received:
                         received.traces += 1
                         n = received.traces
                     delay, status, headers = answer(n)
+                if status is None:
+                    threading.Thread(target=received.close_for, args=(delay,)).start()
+                    self.close_connection = True
+                    return
                 if status == 200:
                     with received.lock:
                         received.bytes += len(body)
@@ -122,9 +148,20 @@ class Received:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.handler = Handler
+        self.serve(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def serve(self, address):
+        self.server = http.server.ThreadingHTTPServer(address, self.handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close_for(self, seconds):
+        address = self.server.server_address
+        self.server.shutdown()
+        self.server.server_close()
+        time.sleep(seconds)
+        self.serve(address)
 
     def take(self):
         with self.lock:
@@ -297,29 +334,37 @@ def bytes_per_order(run):
 
 
 # Receivers a batch meets: slow, uneven, refusing (HTTP's retryable answers;
-# 429 with Retry-After as a throttling receiver sends it), each with the most
-# spans in one export: fewer, larger exports against the slow one, more
-# against the others so that their unevenness shows.
+# 429 with Retry-After as a throttling receiver sends it), and gone for a
+# while (a restart, a memory limiter), each with the most spans in one export
+# (fewer, larger exports against the slow one, more against the uneven ones
+# so that their unevenness shows) and settings of its own; each answers as a
+# new one made for each run says.
+UNBOUNDED = {"OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT": "0"}
 SLOW_RECEIVERS = {
-    "each export after 2 s": (accepted_after(2.0), 2048),
-    "100 ms, the 6th 1.5 s, every 6th after 3.5 s": (lambda n: (1.5 if n == 6 else 3.5 if n % 6 == 0 else 0.1, 200, {}), 512),
-    "every 5th 503, every 7th 429 Retry-After 1 s": (lambda n: (0, 503, {}) if n % 5 == 0 else (0, 429, {"retry-after": "1"}) if n % 7 == 0 else (0.05, 200, {}), 512),
+    "each export after 2 s": (lambda: accepted_after(2.0), 2048, {}),
+    "100 ms, the 6th 1.5 s, every 6th after 3.5 s": (lambda: lambda n: (1.5 if n == 6 else 3.5 if n % 6 == 0 else 0.1, 200, {}), 512, {}),
+    "every 5th 503, every 7th 429 Retry-After 1 s": (lambda: lambda n: (0, 503, {}) if n % 5 == 0 else (0, 429, {"retry-after": "1"}) if n % 7 == 0 else (0.05, 200, {}), 512, {}),
+    "300 ms, port closed 3 s at the 3rd": (lambda: closed_for(3, 0.3), 2048, {}),
+    "300 ms, port closed 10 s at the 3rd": (lambda: closed_for(10, 0.3), 2048, {}),
+    "1.5 s, every one 503 for 4 s from the 3rd": (lambda: unavailable_for(4, 1.5), 2048, {}),
+    "300 ms, port closed 20 s at the 3rd, timeout 0": (lambda: closed_for(20, 0.3), 2048, UNBOUNDED),
 }
 
 
 def batch_against_slow_receivers(args, database):
     """orders-batch --once over --slow-orders orders against each of
-    SLOW_RECEIVERS, and beside it --baseline-batch's."""
+    SLOW_RECEIVERS, and beside it --baseline-batch's, each run with a
+    receiver of its own."""
     rows = []
-    for name, (answer, export_size) in SLOW_RECEIVERS.items():
-        receiver = Received(answer)
+    for name, (answers, export_size, more) in SLOW_RECEIVERS.items():
         builds = [("this build", None)] + ([("baseline", args.baseline_batch)] if args.baseline_batch else [])
         for label, binary in builds:
+            receiver = Received(answers())
             pending_orders(database, args.slow_orders)
-            settings = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(export_size)}
+            settings = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(export_size), **more}
             seconds, _, lost = batch_seconds(database, receiver, 1000, binary, settings)
             rows.append((f"{name}, exports of {export_size}", label, seconds, lost))
-        receiver.server.shutdown()
+            receiver.server.shutdown()
     return rows
 
 

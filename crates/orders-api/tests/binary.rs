@@ -6,14 +6,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory as _;
-use common::{TestApp, assert_error, order_spans, sample_order};
+use common::{TestApp, assert_error, order_spans, sample_order, stored_contexts};
 use orders_test_support::{
-    OtlpReceiver, Pod, Process, Silent, WAIT, assert_reads_every_variable, body,
+    BlinkingProxy, OtlpReceiver, Pod, Process, Silent, WAIT, assert_reads_every_variable, body,
     compose_environment, database_url, free_port, hex, kubernetes_container, otel_env, pairs,
     pinned_tool, point_at_test, post_orders, string, unreachable_databases, wait_until,
 };
@@ -230,6 +230,56 @@ async fn without_a_collector_or_with_one_that_never_answers_it_stops_cleanly(poo
             assert_eq!(lines.len(), 1, "{exited}");
             assert!(lines[0].contains("=console") && lines[0].contains("OTEL_SDK_DISABLED=true"));
         }
+    }
+}
+
+/// Orders posted at a steady 300 a second, for 34 s.
+const STEADY_ORDERS: usize = 10_200;
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_collector_gone_5_s_under_300_orders_a_second_costs_no_span(pool: PgPool) {
+    // Through a proxy that goes away 10 s in, for 5 s: requests never wait,
+    // and the export queue holds what they make meanwhile (config.rs's
+    // rule), while the failed export is tried again.
+    let receiver = OtlpReceiver::start().await;
+    let proxy = BlinkingProxy::start(receiver.grpc_address()).await;
+    let through_proxy = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", proxy.endpoint())];
+    let (api, app) = start(&[otel_env(&pool, &receiver, "grpc"), through_proxy].concat()).await;
+    let orders_load = Path::new(env!("CARGO_BIN_EXE_orders-api")).with_file_name("orders-load");
+    let count = STEADY_ORDERS.to_string();
+    let load = Process::spawn(
+        orders_test_support::binary("ORDERS_LOAD_BIN", orders_load.to_str().unwrap()),
+        &["--rate", "300", "--count", &count, "--duration-secs", "60"],
+        &[("ORDERS_API_URL", app.address.clone())],
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    proxy.away_for(Duration::from_secs(5));
+    let load = load.wait(Duration::from_mins(1)).await;
+    load.assert_code(0);
+    assert!(load.stdout.contains(&format!("{count} created")), "{load}");
+    api.sigterm();
+    let exited = api.wait(WAIT).await;
+    exited.assert_code(0);
+    assert!(!exited.stdout.contains("not exported"), "{exited}");
+    let spans = receiver.distinct_spans();
+    let receive_orders: HashSet<String> = spans
+        .iter()
+        .filter(|span| span.name() == "receive-order")
+        .map(|span| format!("00-{}-{}-01", span.trace_id(), span.span_id()))
+        .collect();
+    let stored = stored_contexts(&pool).await;
+    assert_eq!(stored.len(), STEADY_ORDERS);
+    let missing = stored
+        .iter()
+        .filter(|(traceparent, _)| !receive_orders.contains(traceparent));
+    assert_eq!(
+        missing.count(),
+        0,
+        "of {STEADY_ORDERS} stored orders, not exported"
+    );
+    for name in ["POST /orders", "validate", "persist-order"] {
+        let exported = spans.iter().filter(|span| span.name() == name).count();
+        assert_eq!(exported, STEADY_ORDERS, "{name}");
     }
 }
 

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use orders_test_support::{Exited, OtlpReceiver, Process, ReceivedSpan, Silent, WAIT};
 use orders_test_support::{
-    Pod, free_port, hex, kubernetes_container, named, otel_env, pairs, point_at_test, string,
+    Pod, hex, kubernetes_container, named, otel_env, pairs, point_at_test, string,
     unreachable_databases, wait_until,
 };
 use orders_test_support::{assert_reads_every_variable, body, compose_environment, database_url};
@@ -401,24 +401,6 @@ async fn the_console_exporter_prints_each_link(pool: PgPool) {
             "{batch}"
         );
     }
-}
-
-#[sqlx::test(migrator = "orders::db::MIGRATOR")]
-async fn without_a_collector_it_does_the_work_and_exits_0_within_6_s(pool: PgPool) {
-    seed_orders(&pool, 50).await;
-    // Export fails at once: nothing to wait for. A shutdown timeout of 2 s
-    // (5 s by default) bounds the flush at exit. A collector that accepts and
-    // never answers: slow_collector.rs.
-    let endpoint = format!("http://127.0.0.1:{}", free_port());
-    let more = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("TELEMETRY_SHUTDOWN_TIMEOUT_MS", "2000"),
-    ];
-    let env = with(vec![("DATABASE_URL", database_url(&pool))], &more);
-    let run = run_once(&env).await;
-    run.assert_code(0);
-    assert!(summary(&run).starts_with("processed=50 failed=0"), "{run}");
-    assert!(run.ran_for < Duration::from_secs(6), "{run}");
 }
 
 #[tokio::test]

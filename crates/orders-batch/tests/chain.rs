@@ -19,9 +19,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Target, binary, bulk_seed, start_api, stored_targets, summary, target};
+use common::{Target, binary, bulk_seed, count_status, start_api, stored_targets, summary, target};
 use orders_test_support::{
     Jaeger, Process, StoredSpan, WAIT, asked_until, database_url, free_port, start_collector,
+    wait_until,
 };
 use serde_json::Value;
 use sqlx::PgPool;
@@ -252,4 +253,38 @@ async fn a_collector_whose_memory_limiter_refuses_loses_nothing_of_the_batch(poo
         collector.stderr.contains("Refusing data"),
         "the limiter never refused\n{collector}"
     );
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_collector_restarted_mid_batch_loses_no_link(pool: PgPool) {
+    let _chain = CHAIN.lock().await;
+    bulk_seed(&pool, 10_000).await;
+    // SIGTERM to the collector once a thousand orders are processed, started
+    // again 10 s later on the same queue: the batch's failed exports are
+    // tried again until it is back.
+    let jaeger = Jaeger::start().await;
+    let env = collector_env(jaeger.otlp);
+    let collector = start_collector("otel-collector.yaml", &[], &env).await;
+    let run = Process::spawn(binary(), &["--once"], &service_env(&pool));
+    let mid_batch = || async { count_status(&pool, "processed").await >= 1000 };
+    wait_until(WAIT, "a thousand orders processed", mid_batch).await;
+    collector.sigterm();
+    collector.wait(WAIT).await.assert_code(0);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let collector = start_collector("otel-collector.yaml", &[], &env).await;
+    let run = run.wait(WAIT * 2).await;
+    run.assert_code(0);
+    assert_eq!(
+        summary(&run),
+        "processed=10000 failed=0 retrying=0 batches=10 failed_batches=0 unlinked=0 requeued=0 released=0"
+    );
+    let (linked, reconciled) = batch_side(&jaeger, 10_000).await;
+    let stored = stored_targets(&pool).await.into_iter().collect();
+    assert_eq!(
+        targets(&linked),
+        stored,
+        "every order linked to its request"
+    );
+    assert_eq!(reconciled, 10_000);
+    drop(collector);
 }

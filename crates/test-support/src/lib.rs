@@ -5,6 +5,7 @@
 //! point a binary at a test's database and receiver. Test-only: a
 //! dev-dependency, never a dependency of the services.
 
+mod blink;
 mod chain;
 mod compose;
 mod kubernetes;
@@ -22,6 +23,7 @@ use sqlx::{ConnectOptions as _, PgPool};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use blink::BlinkingProxy;
 pub use chain::{Jaeger, StoredSpan, asked_until, collector_binary, start_collector};
 pub use compose::compose_environment;
 pub use kubernetes::{Container, HttpProbe, Pod, kubernetes_container};

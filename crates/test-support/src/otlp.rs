@@ -213,6 +213,23 @@ impl OtlpReceiver {
         format!("http://{address}")
     }
 
+    /// Each span received once, however many times a retried export
+    /// delivered it: OTLP delivers at least once, and an export whose answer
+    /// was lost arrives again.
+    #[must_use]
+    pub fn distinct_spans(&self) -> Vec<ReceivedSpan> {
+        let mut seen = std::collections::HashSet::new();
+        let mut spans = self.spans();
+        spans.retain(|span| seen.insert((span.span.trace_id.clone(), span.span.span_id.clone())));
+        spans
+    }
+
+    /// Where it takes OTLP/gRPC.
+    #[must_use]
+    pub fn grpc_address(&self) -> SocketAddr {
+        self.grpc
+    }
+
     #[must_use]
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.received.lock().spans.clone()

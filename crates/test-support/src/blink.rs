@@ -1,0 +1,85 @@
+//! A collector that blinks: a TCP proxy in front of a receiver which, when
+//! told, goes away as a restarting collector does (its port refuses
+//! connections, and those open are closed), then listens again on the same
+//! port.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+use crate::listen;
+
+/// A proxy on a loopback port of its own to `target`, until dropped.
+#[derive(Debug)]
+pub struct BlinkingProxy {
+    address: SocketAddr,
+    target: SocketAddr,
+    /// The accepting task and every connection's: aborted to go away.
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl BlinkingProxy {
+    /// Forwards connections to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let (listener, address) = listen().await;
+        let proxy = Self {
+            address,
+            target,
+            tasks: Arc::default(),
+        };
+        accept(listener, target, &proxy.tasks);
+        proxy
+    }
+
+    /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[must_use]
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Goes away now, back after `away`: meanwhile every connection is
+    /// refused.
+    pub fn away_for(&self, away: Duration) {
+        self.close();
+        let (address, target, tasks) = (self.address, self.target, Arc::clone(&self.tasks));
+        tokio::spawn(async move {
+            tokio::time::sleep(away).await;
+            let listener = TcpListener::bind(address).await;
+            let listener = listener.unwrap_or_else(|error| panic!("{address} again: {error}"));
+            accept(listener, target, &tasks);
+        });
+    }
+
+    fn close(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.drain(..).for_each(|task| task.abort());
+    }
+}
+
+impl Drop for BlinkingProxy {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Accepts on `listener`, each connection copied both ways to `target`.
+fn accept(listener: TcpListener, target: SocketAddr, tasks: &Arc<Mutex<Vec<AbortHandle>>>) {
+    let registry = Arc::clone(tasks);
+    let accepting = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let Ok(mut server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let forwarding = tokio::spawn(async move {
+                let _closed = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+            let mut tasks = registry.lock().unwrap_or_else(PoisonError::into_inner);
+            tasks.push(forwarding.abort_handle());
+        }
+    });
+    let mut tasks = tasks.lock().unwrap_or_else(PoisonError::into_inner);
+    tasks.push(accepting.abort_handle());
+}
