@@ -14,7 +14,8 @@ machine, side by side, printed as a table with ratios:
   summary), and orders-api at its peak against receivers that answer each
   export after a fixed delay, with the SDK's export settings and with the
   services' own;
-- orders-batch --once against receivers slow, uneven and refusing, and with
+- orders-batch --once against receivers slow, uneven, refusing and gone for
+  a while (a port closed for some seconds), and with
   --baseline-batch an earlier build of it beside this one, taking turns.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/benchmark.py

@@ -36,7 +36,9 @@ pub(crate) struct Counts {
     pub(crate) failed_exports: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) export_ended: Notify,
+    /// A flush under way, and one asked for while it runs.
     pub(crate) flushing: AtomicBool,
+    pub(crate) flush_again: AtomicBool,
     /// Set when the processor shuts down: failed exports are no longer
     /// tried again, and a pause before a retry ends.
     shutting_down: Mutex<bool>,
@@ -88,6 +90,7 @@ impl Counts {
             rejected: AtomicU64::new(0),
             export_ended: Notify::new(),
             flushing: AtomicBool::new(false),
+            flush_again: AtomicBool::new(false),
             shutting_down: Mutex::new(false),
             shut_down: Condvar::new(),
             ledger: Mutex::default(),

@@ -1,34 +1,21 @@
-//! A batch that never outruns its exporter, and rides out a collector that
-//! blinks.
+#![doc = include_str!("../README.md")]
 //!
-//! What the SDK lacks: its batch span processor drops a span when its queue
-//! is full and tells no one how full the queue is; and an export that fails
-//! loses its spans once the exporter's own retries, within its timeout, are
-//! spent (about a second for a refused connection with opentelemetry-otlp).
-//! A job that makes spans faster than its collector takes them, or whose
-//! collector restarts, loses them, and with a batch span every link it
-//! carries. The specification has only a proposal to block instead
-//! (opentelemetry-specification issue 5178; pull request 5181 names the
-//! switch `OTEL_BSP_ON_QUEUE_FULL`, `DROP` or `BLOCK`, and its bound
-//! `OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT`, 0 for none); `BatchConfigBuilder`
-//! has no such option. [`SpanQueue`] puts it in front of the SDK's processor:
+//! ## How it works
 //!
-//! - it admits a span only when the queue has room, the spans of an export
-//!   counting until the export ends, so the processor never drops one and
-//!   every drop is counted here;
-//! - an export that fails is tried again, the same spans, with backoff and
-//!   jitter, until it is accepted or the timeout runs out; its spans keep
-//!   their places in the queue meanwhile. A collector that restarts, refuses
-//!   for a while or is rolled out costs no span;
-//! - under [`OnQueueFull::Block`] a [`Producer`] waits for room *before* it
-//!   makes its spans ([`Producer::room_for`]), however slowly and unevenly the
-//!   exporter goes, each wait at most the timeout; once one has run out, that
-//!   producer waits no more. Ending a span never blocks: one the queue cannot
-//!   take is dropped, and counted;
-//! - every span not exported is counted once, for one reason: dropped at a
-//!   full queue, in an export that failed for good (spans a receiver rejects
-//!   included), or still queued ([`Producer::lost`]); the same counts are the
-//!   semantic conventions' SDK metrics ([`SpanQueue::observe`]).
+//! [`SpanQueue`] wraps the SDK's batch span processor and its exporter. It
+//! admits a span only when the queue has room, the spans of an export
+//! counting until the export ends, so the processor never drops one and
+//! every drop is counted here. A failed export keeps its spans' places while
+//! it is tried again, so under [`OnQueueFull::Block`] a [`Producer`] waiting
+//! in [`Producer::room_for`] waits through a collector's restart; each wait
+//! lasts at most the timeout, and once one has run out that producer waits
+//! no more. The switch and the bound are those of the specification's
+//! proposal (opentelemetry-specification issue 5178, pull request 5181);
+//! `BatchConfigBuilder` has neither. [`Producer::lost`] tallies a producer's
+//! spans, and [`SpanQueue::observe`] reports the same counts as the semantic
+//! conventions' SDK metrics.
+//!
+//! ## An example that runs
 //!
 //! A job whose collector refuses its first three exports (restarting), then
 //! takes 20 ms an export, makes 200 spans in batches of 10 through a queue of
@@ -297,10 +284,13 @@ impl SpanQueue {
     /// a batch job, that waits for room and tallies what it lost.
     #[must_use]
     pub fn producer(&self) -> Producer {
+        // Under the ledger's lock: no export ends between the two.
+        let mut ledger = self.counts.ledger();
         let own = Arc::new(TallyCounts::new(
             self.counts.admitted.load(Ordering::Acquire),
         ));
-        self.counts.ledger().tallies.push(Arc::downgrade(&own));
+        ledger.tallies.push(Arc::downgrade(&own));
+        drop(ledger);
         Producer {
             queue: self.clone(),
             own,
@@ -329,21 +319,37 @@ impl SpanQueue {
 
     /// Has the processor export what it holds, one flush at a time, on a
     /// thread of its own: the SDK's flush blocks, up to 5 s on a hung
-    /// exporter, and no async runtime should wait on it.
+    /// exporter, and no async runtime should wait on it. Asked while one
+    /// runs, another follows it: the spans ended meanwhile are not left to
+    /// the processor's schedule delay.
     fn flush(&self) {
         let Some(provider) = self.provider.clone() else {
             return;
         };
-        if self.counts.flushing.swap(true, Ordering::AcqRel) {
+        let counts = &self.counts;
+        if counts.flushing.swap(true, Ordering::AcqRel) {
+            counts.flush_again.store(true, Ordering::Release);
             return;
         }
-        let counts = Arc::clone(&self.counts);
+        let counts = Arc::clone(counts);
         let flushing = std::thread::Builder::new()
             .name("span-queue-flush".to_owned())
             .spawn(move || {
-                // Each export's outcome is counted by the exporter.
-                let _flushed = provider.force_flush();
-                counts.flushing.store(false, Ordering::Release);
+                loop {
+                    // Each export's outcome is counted by the exporter.
+                    let _flushed = provider.force_flush();
+                    if counts.flush_again.swap(false, Ordering::AcqRel) {
+                        continue;
+                    }
+                    counts.flushing.store(false, Ordering::Release);
+                    // Asked between the two: flush again, unless another
+                    // thread took it.
+                    if !counts.flush_again.swap(false, Ordering::AcqRel)
+                        || counts.flushing.swap(true, Ordering::AcqRel)
+                    {
+                        break;
+                    }
+                }
             });
         if flushing.is_err() {
             self.counts.flushing.store(false, Ordering::Release);
@@ -371,7 +377,7 @@ impl Producer {
         let room = capacity
             .checked_sub(spans)
             .ok_or(MoreThanCapacity { spans, capacity })?;
-        self.wait_until(|counts| counts.queued() <= room as u64)
+        self.wait_until("for room in", |counts| counts.queued() <= room as u64)
             .await;
         Ok(())
     }
@@ -387,7 +393,7 @@ impl Producer {
             return;
         }
         self.queue.flush();
-        self.wait_until(|counts| counts.through() >= queued_before)
+        self.wait_until("to drain", |counts| counts.through() >= queued_before)
             .await;
     }
 
@@ -406,7 +412,9 @@ impl Producer {
         }
     }
 
-    async fn wait_until(&self, done: impl Fn(&Counts) -> bool) {
+    /// Waits until `done`, `what` naming the wait in the line said if it
+    /// runs out.
+    async fn wait_until(&self, what: &str, done: impl Fn(&Counts) -> bool) {
         let counts = &self.queue.counts;
         if counts.on_full != OnQueueFull::Block || self.own.gave_up.load(Ordering::Acquire) {
             return;
@@ -427,20 +435,20 @@ impl Producer {
                 continue;
             };
             if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                self.give_up();
+                self.give_up(what);
                 return;
             }
         }
     }
 
     /// A wait ran out: this producer waits no more, and says so once.
-    fn give_up(&self) {
+    fn give_up(&self, what: &str) {
         self.own.gave_up.store(true, Ordering::Release);
         let timeout = self.queue.counts.timeout.unwrap_or_default();
         tracing::warn!(
-            "waited {timeout:?} (OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT) for room in the trace export \
-             queue: the exporter is failing, and this run waits no more; spans that do not fit are \
-             dropped and counted"
+            "waited {timeout:?} (OTEL_BSP_BLOCK_ON_QUEUE_FULL_TIMEOUT) {what} the trace export \
+             queue, its exports failing or slower than that: this run waits no more; spans that \
+             do not fit are dropped and counted"
         );
     }
 }

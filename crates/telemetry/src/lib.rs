@@ -170,7 +170,7 @@ impl Telemetry {
 
     /// Flushes the spans and shuts the trace exporter down, within half of
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS` (5 s by default): from then
-    /// on what a tally of the queue counts is final. Once;
+    /// on what a producer of the queue counts lost (`Producer::lost`) is final. Once;
     /// [`Telemetry::shutdown`] does it if it was not done.
     pub async fn shutdown_traces(&self) {
         self.traces_shut_down
