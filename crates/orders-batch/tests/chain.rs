@@ -212,13 +212,19 @@ async fn with_the_backend_down_for_30_s_and_the_collector_restarted_every_link_a
     drop(collector);
 }
 
-/// The spans the batch's traces hold in Jaeger: process-batch links by
-/// order, and the orders reconciled.
-async fn batch_side(jaeger: &Jaeger, orders: usize) -> (Linked, usize) {
+/// Jaeger holds the batch's side of every one of `orders` stored orders:
+/// a `process-batch` link to its stored request, and its `reconcile`.
+async fn assert_jaeger_holds_the_batch_side(jaeger: &Jaeger, pool: &PgPool, orders: usize) {
     let whole = |spans: &[StoredSpan]| linked(spans).len() == orders;
     let spans = asked_until(WAIT, || jaeger.find("orders-batch", "process-batch"), whole).await;
     let reconciled = spans.iter().filter(|span| span.name == "reconcile").count();
-    (linked(&spans), reconciled)
+    let stored = stored_targets(pool).await.into_iter().collect();
+    assert_eq!(
+        targets(&linked(&spans)),
+        stored,
+        "every order linked to its request"
+    );
+    assert_eq!(reconciled, orders);
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]
@@ -239,14 +245,7 @@ async fn a_collector_whose_memory_limiter_refuses_loses_nothing_of_the_batch(poo
         batch,
         "processed=20000 failed=0 retrying=0 batches=20 failed_batches=0 unlinked=0 requeued=0 released=0"
     );
-    let (linked, reconciled) = batch_side(&jaeger, 20_000).await;
-    let stored = stored_targets(&pool).await.into_iter().collect();
-    assert_eq!(
-        targets(&linked),
-        stored,
-        "every order linked to its request"
-    );
-    assert_eq!(reconciled, 20_000);
+    assert_jaeger_holds_the_batch_side(&jaeger, &pool, 20_000).await;
     collector.sigterm();
     let collector = collector.wait(WAIT).await;
     assert!(
@@ -278,13 +277,6 @@ async fn a_collector_restarted_mid_batch_loses_no_link(pool: PgPool) {
         summary(&run),
         "processed=10000 failed=0 retrying=0 batches=10 failed_batches=0 unlinked=0 requeued=0 released=0"
     );
-    let (linked, reconciled) = batch_side(&jaeger, 10_000).await;
-    let stored = stored_targets(&pool).await.into_iter().collect();
-    assert_eq!(
-        targets(&linked),
-        stored,
-        "every order linked to its request"
-    );
-    assert_eq!(reconciled, 10_000);
+    assert_jaeger_holds_the_batch_side(&jaeger, &pool, 10_000).await;
     drop(collector);
 }

@@ -185,20 +185,8 @@ async fn assert_a_blink_costs_nothing(
         started.elapsed()
     );
     assert_eq!(summary(&run), ALL_DONE, "nothing dropped\n{run}");
-    assert_tried_again(&run, &proxy.endpoint());
+    run.assert_traces_failed_then_got_through(&proxy.endpoint());
     assert_every_order_linked_once(pool, &spans, 10_000).await;
-}
-
-/// The trace exporter failed, and was tried again until it got through.
-fn assert_tried_again(run: &orders_test_support::Exited, endpoint: &str) {
-    let (failed, back) = (
-        format!("cannot export traces to {endpoint}"),
-        format!("exporting traces to {endpoint} again"),
-    );
-    assert!(
-        run.stdout.contains(&failed) && run.stdout.contains(&back),
-        "{run}"
-    );
 }
 
 #[sqlx::test(migrator = "orders::db::MIGRATOR")]

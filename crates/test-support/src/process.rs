@@ -172,6 +172,17 @@ impl Exited {
             "{self}"
         );
     }
+
+    /// Asserts it said that exporting traces to `endpoint` failed, and
+    /// later that it got through again.
+    pub fn assert_traces_failed_then_got_through(&self, endpoint: &str) {
+        let failed = format!("cannot export traces to {endpoint}");
+        let back = format!("exporting traces to {endpoint} again");
+        assert!(
+            self.stdout.contains(&failed) && self.stdout.contains(&back),
+            "{self}"
+        );
+    }
 }
 
 /// How it ended and the last 30 lines of its output, for failure messages.
