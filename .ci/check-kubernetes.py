@@ -16,7 +16,9 @@ batch's Job at once). And what production needs: each service's pods named
 on its telemetry (service.instance.id from the pod's UID); probes with
 explicit timeouts, readiness outwaiting /readyz's own and riding out a blip;
 the API's replicas spread by node and zone, drained one at a time; the
-collector's GOMEMLIMIT, memory and own metrics; a ServiceAccount per
+collector in two replicas or more, each with its own queue volume, spread,
+rolled and drained one at a time (planted mutations prove this check fails
+when it should); the collector's GOMEMLIMIT, memory and own metrics; a ServiceAccount per
 workload; the app.kubernetes.io labels on every object and pod template;
 NetworkPolicies denying by default and letting through exactly the traffic
 the system needs (network_policy.py reads them).
@@ -27,6 +29,7 @@ Run by .ci/run with the pinned tools: .ci/tools/.venv/bin/python .ci/check-kuber
 The collector configuration's own rules (pipelines, components) are checked on
 otel-collector.yaml by check-deployment.py; here only that Kubernetes runs it.
 """
+import copy
 import json
 import pathlib
 import re
@@ -133,17 +136,70 @@ def check_probes(where, container):
     check(dig(container, "livenessProbe.httpGet.path") != "/readyz", f"{where}: livenessProbe asks /readyz: a database outage would restart every pod")
 
 
-def check_replicas_spread(render, api, pdbs):
+def check_replicas_spread(render, workload, pdbs):
     """Spread by node and zone; a drain takes one replica at a time and may
     evict a pod that is not ready."""
-    labels = dig(api, "spec.template.metadata.labels") or {}
-    keys = {c["topologyKey"] for c in dig(api, "spec.template.spec.topologySpreadConstraints") or [] if selects(c.get("labelSelector"), labels)}
+    name = f"{workload['kind'].lower()}/{workload['metadata']['name']}"
+    labels = dig(workload, "spec.template.metadata.labels") or {}
+    keys = {c["topologyKey"] for c in dig(workload, "spec.template.spec.topologySpreadConstraints") or [] if selects(c.get("labelSelector"), labels)}
     for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
-        check(key in keys, f"{render}: deployment/orders-api does not spread its pods by {key}")
+        check(key in keys, f"{render}: {name} does not spread its pods by {key}")
     budgets = [b for b in pdbs if selects(b["spec"].get("selector"), labels)]
     check(len(budgets) == 1 and budgets[0]["spec"].get("maxUnavailable") == 1 and "minAvailable" not in budgets[0]["spec"]
           and budgets[0]["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow",
-          f"{render}: orders-api's pods have no PodDisruptionBudget of maxUnavailable 1 with unhealthyPodEvictionPolicy AlwaysAllow")
+          f"{render}: {name}'s pods have no PodDisruptionBudget of maxUnavailable 1 with unhealthyPodEvictionPolicy AlwaysAllow")
+
+
+def check_collector_available(render, objects):
+    """No single point of failure: a StatefulSet of two replicas or more,
+    each with a queue volume of its own from volumeClaimTemplates (no claim
+    shared by its pods, which only one could mount), rolled one at a time,
+    spread and drained one at a time."""
+    collector = next((o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "otel-collector"), None)
+    check(collector, f"{render}: no statefulset/otel-collector")
+    if not collector:
+        return
+    check((dig(collector, "spec.replicas") or 1) >= 2, f"{render}: statefulset/otel-collector has fewer than 2 replicas")
+    templates = {dig(t, "metadata.name") for t in dig(collector, "spec.volumeClaimTemplates") or []}
+    mounts = {m["name"] for c in dig(collector, "spec.template.spec.containers") for m in c.get("volumeMounts", [])}
+    shared = [v["name"] for v in dig(collector, "spec.template.spec.volumes") or [] if "persistentVolumeClaim" in v]
+    check("queue" in templates & mounts and not shared,
+          f"{render}: the collector's queue is not a volume of each replica's own (volumeClaimTemplates), or its pods share a claim ({shared})")
+    strategy = dig(collector, "spec.updateStrategy.type") or "RollingUpdate"
+    check(strategy == "RollingUpdate" and (dig(collector, "spec.updateStrategy.rollingUpdate.maxUnavailable") or 1) == 1
+          and (dig(collector, "spec.minReadySeconds") or 0) > 0,
+          f"{render}: statefulset/otel-collector is not rolled one ready replica at a time")
+    check_replicas_spread(render, collector, [o for o in objects if o["kind"] == "PodDisruptionBudget"])
+
+
+def collector_mutations_fail(objects):
+    """Plants each mutation in a copy of the base's objects: the collector's
+    check must find a problem in every one."""
+    def one_replica(objects):
+        collector(objects)["spec"]["replicas"] = 1
+
+    def shared_volume(objects):
+        spec = collector(objects)["spec"]
+        del spec["volumeClaimTemplates"]
+        spec["template"]["spec"]["volumes"].append({"name": "queue", "persistentVolumeClaim": {"claimName": "otel-collector-queue"}})
+
+    def no_budget(objects):
+        objects[:] = [o for o in objects if not (o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == "otel-collector")]
+
+    def recreated(objects):
+        collector(objects)["spec"]["updateStrategy"] = {"type": "OnDelete"}
+
+    def collector(objects):
+        return next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "otel-collector")
+
+    for mutation in (one_replica, shared_volume, no_budget, recreated):
+        planted = copy.deepcopy(objects)
+        mutation(planted)
+        before = len(problems)
+        check_collector_available(f"base with {mutation.__name__}", planted)
+        found = len(problems) > before
+        del problems[before:]
+        check(found, f"the collector's check passes with the mutation {mutation.__name__} planted")
 
 
 def check_collector_memory(render, container, configuration):
@@ -322,12 +378,14 @@ for render, text in renders.items():
                 check(not matching or target in declared, f"{render}: service/{o['metadata']['name']} targets port {target!r}, which its pods do not declare")
 
     # The collector: the repository's configuration, where --config reads it, with every ${env:...} it uses.
-    collector = by_name.get(("Deployment", "otel-collector"))
-    check(collector, f"{render}: no deployment/otel-collector")
+    collector = by_name.get(("StatefulSet", "otel-collector"))
+    check_collector_available(render, objects)
+    if render == "base":
+        collector_mutations_fail(objects)
     if collector:
         pod = dig(collector, "spec.template.spec")
         container = next((c for c in pod["containers"] if c["name"] == "otel-collector"), {})
-        check(container, f"{render}: deployment/otel-collector has no container named otel-collector")
+        check(container, f"{render}: statefulset/otel-collector has no container named otel-collector")
         arguments = " ".join(container.get("command", []) + container.get("args", []))
         config_path = re.search(r"--config[= ](\S+)", arguments)
         check(config_path, f"{render}: the collector container has no --config argument")

@@ -41,11 +41,11 @@ fn every_shipped_collector_configuration_is_valid_where_it_runs() {
     // Secret it reads.
     let pod = Pod {
         uid: "3d1e7b20-5a4c-4e9f-b862-0c9a7f1d5e34",
-        name: "otel-collector-6f8b9c7d4-r5t8w",
+        name: "otel-collector-0",
     };
     let laptop = kubernetes_container(
         "kubernetes/laptop",
-        "Deployment/otel-collector",
+        "StatefulSet/otel-collector",
         "otel-collector",
         &pod,
     );
