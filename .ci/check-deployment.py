@@ -77,9 +77,13 @@ for file, config, service in [("otel-collector.yaml", ours, "otel-collector"), (
 
 for pipeline, parts in ours["service"]["pipelines"].items():
     # Resource detection would stamp the collector's own host on the services' telemetry.
-    check(parts["processors"] == ["memory_limiter", "batch"], f"{pipeline}: memory_limiter, then batch, and no resource detection")
+    check(parts["processors"] == ["memory_limiter"], f"{pipeline}: memory_limiter alone (no batch processor: the exporter batches after its queue on disk; no resource detection)")
     check(parts["exporters"] == ["otlp_grpc/signoz"], f"{pipeline} forwards to SigNoz")
 check(set(ours["service"]["pipelines"]) == {"traces", "metrics", "logs"}, "every signal has a pipeline")
+# Acknowledged means on disk: the exporter batches after its persistent queue.
+queue = ours["exporters"]["otlp_grpc/signoz"].get("sending_queue", {})
+check(queue.get("storage") and (queue.get("batch") or {}).get("sizer") == "items",
+      "otel-collector.yaml's exporter does not batch in its persistent sending_queue (storage, batch by items)")
 # otel/opentelemetry-collector-contrib 0.159 renamed these; the old names only warn, for now.
 for deprecated in ("otlp", "otlphttp", "resourcedetection"):
     names = [name.split("/")[0] for name in [*ours["exporters"], *ours["processors"]]]
