@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use common::{Target, binary, bulk_seed, count_status, start_api, stored_targets, summary, target};
 use orders_test_support::{
-    Jaeger, Process, StoredSpan, WAIT, asked_until, database_url, free_port, start_collector,
-    wait_until,
+    BlinkingProxy, COLLECTOR_METRICS, Jaeger, Process, SecondCollector, StoredSpan, WAIT,
+    accepted_spans, asked_until, database_url, free_port, start_collector, wait_until,
 };
 use serde_json::Value;
 use sqlx::PgPool;
@@ -279,4 +279,41 @@ async fn a_collector_restarted_mid_batch_loses_no_link(pool: PgPool) {
     );
     assert_jaeger_holds_the_batch_side(&jaeger, &pool, 10_000).await;
     drop(collector);
+}
+
+#[sqlx::test(migrator = "orders::db::MIGRATOR")]
+async fn a_collector_replica_lost_mid_batch_the_other_takes_every_link(pool: PgPool) {
+    let _chain = CHAIN.lock().await;
+    bulk_seed(&pool, 10_000).await;
+    // Two replicas of the collector, each with a queue of its own, Jaeger
+    // behind both; the services export to one address, a forwarder standing
+    // for the Service. Once the first replica has taken an export, it stops
+    // for good, and the forwarder sends new connections to the second: the
+    // exports failing meanwhile are tried again there.
+    let jaeger = Jaeger::start().await;
+    let first = start_collector("otel-collector.yaml", &[], &collector_env(jaeger.otlp)).await;
+    let second = SecondCollector::start("otel-collector.yaml", &collector_env(jaeger.otlp)).await;
+    let service = BlinkingProxy::start(SocketAddr::from(([127, 0, 0, 1], 4317))).await;
+    let mut env = service_env(&pool);
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", service.endpoint()));
+    let run = Process::spawn(binary(), &["--once"], &env);
+    let mid_batch = || async { accepted_spans(COLLECTOR_METRICS).await > 0 };
+    wait_until(WAIT, "an export taken by the first replica", mid_batch).await;
+    let through_first = accepted_spans(COLLECTOR_METRICS).await;
+    service.move_to(second.otlp);
+    first.sigterm();
+    first.wait(WAIT).await.assert_code(0);
+    let run = run.wait(WAIT * 2).await;
+    run.assert_code(0);
+    assert_eq!(
+        summary(&run),
+        "processed=10000 failed=0 retrying=0 batches=10 failed_batches=0 unlinked=0 requeued=0 released=0"
+    );
+    assert_jaeger_holds_the_batch_side(&jaeger, &pool, 10_000).await;
+    let through_second = second.accepted_spans().await;
+    println!(
+        "{through_first} spans through the first replica, {through_second} through the second"
+    );
+    assert!(through_first + through_second >= 10_000 && through_second > 0);
+    drop(second);
 }

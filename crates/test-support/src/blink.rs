@@ -1,7 +1,8 @@
 //! A collector that blinks: a TCP proxy in front of a receiver which, when
 //! told, goes away as a restarting collector does (its port refuses
 //! connections, and those open are closed), then listens again on the same
-//! port.
+//! port; or moves to another receiver, as a Service does when the replica
+//! behind a connection is gone.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,7 +17,7 @@ use crate::listen;
 #[derive(Debug)]
 pub struct BlinkingProxy {
     address: SocketAddr,
-    target: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
     /// The accepting task and every connection's: aborted to go away.
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
 }
@@ -27,10 +28,10 @@ impl BlinkingProxy {
         let (listener, address) = listen().await;
         let proxy = Self {
             address,
-            target,
+            target: Arc::new(Mutex::new(target)),
             tasks: Arc::default(),
         };
-        accept(listener, target, &proxy.tasks);
+        accept(listener, &proxy.target, &proxy.tasks);
         proxy
     }
 
@@ -44,13 +45,22 @@ impl BlinkingProxy {
     /// refused.
     pub fn away_for(&self, away: Duration) {
         self.close();
-        let (address, target, tasks) = (self.address, self.target, Arc::clone(&self.tasks));
+        let (address, target, tasks) = (
+            self.address,
+            Arc::clone(&self.target),
+            Arc::clone(&self.tasks),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(away).await;
             let listener = TcpListener::bind(address).await;
             let listener = listener.unwrap_or_else(|error| panic!("{address} again: {error}"));
-            accept(listener, target, &tasks);
+            accept(listener, &target, &tasks);
         });
+    }
+
+    /// Sends new connections to `target` from now on.
+    pub fn move_to(&self, target: SocketAddr) {
+        *self.target.lock().unwrap_or_else(PoisonError::into_inner) = target;
     }
 
     fn close(&self) {
@@ -65,12 +75,18 @@ impl Drop for BlinkingProxy {
     }
 }
 
-/// Accepts on `listener`, each connection copied both ways to `target`.
-fn accept(listener: TcpListener, target: SocketAddr, tasks: &Arc<Mutex<Vec<AbortHandle>>>) {
-    let registry = Arc::clone(tasks);
+/// Accepts on `listener`, each connection copied both ways to `target` as
+/// it is then.
+fn accept(
+    listener: TcpListener,
+    target: &Arc<Mutex<SocketAddr>>,
+    tasks: &Arc<Mutex<Vec<AbortHandle>>>,
+) {
+    let (registry, target) = (Arc::clone(tasks), Arc::clone(target));
     let accepting = tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let Ok(mut server) = TcpStream::connect(target).await else {
+            let to = *target.lock().unwrap_or_else(PoisonError::into_inner);
+            let Ok(mut server) = TcpStream::connect(to).await else {
                 continue;
             };
             let forwarding = tokio::spawn(async move {

@@ -14,8 +14,10 @@ use serde_json::Value;
 
 use crate::{Process, binary, free_port, repository_root};
 
-/// Where the collector's health check listens, as otel-collector.yaml says.
+/// Where the collector's health check listens, and its own metrics, as
+/// otel-collector.yaml says.
 const COLLECTOR_HEALTH: &str = "http://127.0.0.1:13133/";
+pub const COLLECTOR_METRICS: &str = "http://127.0.0.1:8888/metrics";
 
 /// A binary scripts/test.sh builds with Go, or the one `variable` names.
 fn go_built(variable: &str, path: &str) -> PathBuf {
@@ -40,14 +42,77 @@ pub fn collector_binary() -> PathBuf {
 /// The collector running `config` (a path in the repository) with `env`,
 /// once its health check answers.
 pub async fn start_collector(config: &str, args: &[&str], env: &[(&str, String)]) -> Process {
+    start_collector_checked_at(config, args, env, COLLECTOR_HEALTH).await
+}
+
+async fn start_collector_checked_at(
+    config: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    health: &str,
+) -> Process {
     let config = format!("--config={}", repository_root().join(config).display());
     let args: Vec<&str> = [config.as_str()]
         .into_iter()
         .chain(args.iter().copied())
         .collect();
     Process::spawn(collector_binary(), &args, env)
-        .serving(COLLECTOR_HEALTH)
+        .serving(health)
         .await
+}
+
+/// A collector running `config` beside one on its fixed ports: another
+/// replica, on ports of its own (an override of its receivers', health
+/// check's and own metrics' ports).
+#[derive(Debug)]
+pub struct SecondCollector {
+    pub process: Process,
+    /// Where it takes OTLP/gRPC.
+    pub otlp: SocketAddr,
+    metrics: String,
+}
+
+impl SecondCollector {
+    pub async fn start(config: &str, env: &[(&str, String)]) -> Self {
+        let [grpc, http, health, metrics] = [(); 4].map(|()| free_port());
+        let override_ports = format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: '127.0.0.1:{grpc}'}}, http: {{endpoint: '127.0.0.1:{http}'}}}}}}}}\n\
+             extensions: {{health_check: {{endpoint: '127.0.0.1:{health}'}}}}\n\
+             service: {{telemetry: {{metrics: {{readers: [{{pull: {{exporter: {{prometheus: {{host: 127.0.0.1, port: {metrics}}}}}}}}}]}}}}}}\n"
+        );
+        let path = std::env::temp_dir().join(format!("otelcol-ports-{grpc}.yaml"));
+        std::fs::write(&path, override_ports)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let also = format!("--config={}", path.display());
+        let health = format!("http://127.0.0.1:{health}/");
+        let process = start_collector_checked_at(config, &[&also], env, &health).await;
+        Self {
+            process,
+            otlp: SocketAddr::from(([127, 0, 0, 1], grpc)),
+            metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+        }
+    }
+
+    /// The spans its receiver accepted, as its own metrics say.
+    pub async fn accepted_spans(&self) -> u64 {
+        accepted_spans(&self.metrics).await
+    }
+}
+
+/// The spans a collector's receiver accepted, as its own metrics at
+/// `metrics` (a URL) say.
+pub async fn accepted_spans(metrics: &str) -> u64 {
+    let text = match reqwest::get(metrics).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => panic!("{metrics}: {error}"),
+    };
+    let accepted = text
+        .lines()
+        .filter(|line| line.starts_with("otelcol_receiver_accepted_spans"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    // A count, written as a float.
+    format!("{accepted:.0}").parse().unwrap_or(0)
 }
 
 /// A span as Jaeger returns it.

@@ -24,7 +24,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use blink::BlinkingProxy;
-pub use chain::{Jaeger, StoredSpan, asked_until, collector_binary, start_collector};
+pub use chain::{
+    COLLECTOR_METRICS, Jaeger, SecondCollector, StoredSpan, accepted_spans, asked_until,
+    collector_binary, start_collector,
+};
 pub use compose::compose_environment;
 pub use kubernetes::{Container, HttpProbe, Pod, kubernetes_container};
 pub use otlp::{Answer, OtlpReceiver, ReceivedSpan, body, hex, named, string};
