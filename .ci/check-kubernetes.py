@@ -103,12 +103,18 @@ def env_value(container, name, default=None):
 
 
 # What tells replicas apart on every signal, from the Downward API.
-IDENTITY = {"service.instance.id": "metadata.uid", "k8s.pod.name": "metadata.name", "k8s.namespace.name": "metadata.namespace"}
+IDENTITY = {"service.instance.id": "metadata.uid", "k8s.pod.name": "metadata.name", "k8s.namespace.name": "metadata.namespace",
+            "k8s.node.name": "spec.nodeName"}
+# The semantic conventions' attribute naming each kind of workload.
+WORKLOAD_ATTRIBUTE = {"Deployment": "k8s.deployment.name", "CronJob": "k8s.cronjob.name", "Job": "k8s.job.name",
+                      "StatefulSet": "k8s.statefulset.name"}
 
 
-def check_identity(where, container, telemetry):
-    """OTEL_RESOURCE_ATTRIBUTES names the pod, from variables set before it,
-    and keeps what orders-telemetry's says."""
+def check_identity(where, kind, container, telemetry):
+    """OTEL_RESOURCE_ATTRIBUTES names the pod, its node and its workload
+    (from the pod template's app.kubernetes.io/name), from variables set
+    before it, and keeps what orders-telemetry's says, deployment.environment
+    (which SigNoz reads) beside deployment.environment.name."""
     env = container.get("env", [])
     position = next((i for i, e in enumerate(env) if e["name"] == "OTEL_RESOURCE_ATTRIBUTES"), len(env))
     earlier = {e["name"]: dig(e, "valueFrom.fieldRef.fieldPath") for e in env[:position]}
@@ -118,6 +124,12 @@ def check_identity(where, container, telemetry):
         variable = re.fullmatch(r"\$\((\w+)\)", attributes.get(attribute, ""))
         check(variable and earlier.get(variable[1]) == field,
               f"{where}: OTEL_RESOURCE_ATTRIBUTES does not set {attribute} from the pod's {field} (a fieldRef variable before it)")
+    workload = re.fullmatch(r"\$\((\w+)\)", attributes.get(WORKLOAD_ATTRIBUTE.get(kind, ""), ""))
+    check(workload and earlier.get(workload[1]) == "metadata.labels['app.kubernetes.io/name']",
+          f"{where}: OTEL_RESOURCE_ATTRIBUTES does not set {WORKLOAD_ATTRIBUTE.get(kind)} from the pod template's app.kubernetes.io/name")
+    shared = dict(pair.split("=", 1) for pair in telemetry.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",") if "=" in pair)
+    check(shared.get("deployment.environment") == shared.get("deployment.environment.name") is not None,
+          f"{where}: orders-telemetry's OTEL_RESOURCE_ATTRIBUTES lacks deployment.environment beside deployment.environment.name")
     check("OTEL_RESOURCE_ATTRIBUTES" not in telemetry or value.startswith("$(OTEL_RESOURCE_ATTRIBUTES),"),
           f"{where}: OTEL_RESOURCE_ATTRIBUTES replaces orders-telemetry's ({telemetry.get('OTEL_RESOURCE_ATTRIBUTES')}) instead of adding to it")
 
@@ -449,9 +461,10 @@ for render, text in renders.items():
 
     # The production rules: each exporting pod told apart, accounts and labels, network policies.
     for where, pod, _ in pods:
+        kind = {"deployment": "Deployment", "cronjob": "CronJob", "job": "Job", "statefulset": "StatefulSet"}.get(where.split(": ")[-1].split("/")[0])
         for container in pod.get("containers", []):
             if "OTEL_EXPORTER_OTLP_ENDPOINT" in env_names(container, by_name):
-                check_identity(where, container, telemetry)
+                check_identity(where, kind, container, telemetry)
     check_accounts_and_labels(render, objects, pods)
     settings = dig(next((o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("otel-collector-settings")), {}), "data") or {}
     check_network(render, objects, settings)

@@ -47,7 +47,7 @@ RELEASE = os.path.join(ROOT, "target", "release")
 COMPOSE_TELEMETRY = {
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
-    "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=compose",
+    "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=compose,deployment.environment=compose",
     "OTEL_METRIC_EXPORT_INTERVAL": "10000",
     "RUST_LOG": "info",
 }

@@ -372,6 +372,7 @@ async fn runs_with_the_environment_compose_gives_it_and_serves_the_demo_script(p
     let host = gethostname::gethostname().into_string().unwrap();
     let resource = [
         ("deployment.environment.name", "compose"),
+        ("deployment.environment", "compose"),
         ("service.instance.id", host.as_str()),
     ];
     stops_having_exported_as(api, &pool, &receiver, &resource).await;
@@ -383,6 +384,7 @@ async fn runs_with_the_environment_kubernetes_gives_it_and_answers_its_probes(po
     let pod = Pod {
         uid: "0b6f1c52-7d1e-4c0a-9a53-3f4b8e2d9c17",
         name: "orders-api-7c9d8b6f5-x2k4q",
+        node: "node-a",
     };
     let container = kubernetes_container(
         "kubernetes/laptop",
@@ -414,9 +416,12 @@ async fn runs_with_the_environment_kubernetes_gives_it_and_answers_its_probes(po
     assert_eq!(app.post(&sample_order()).await.status(), 201);
     let resource = [
         ("deployment.environment.name", "kubernetes"),
+        ("deployment.environment", "kubernetes"),
         ("service.instance.id", pod.uid),
         ("k8s.pod.name", pod.name),
         ("k8s.namespace.name", "orders-span-links"),
+        ("k8s.node.name", pod.node),
+        ("k8s.deployment.name", "orders-api"),
     ];
     stops_having_exported_as(api, &pool, &receiver, &resource).await;
 }

@@ -500,6 +500,7 @@ async fn runs_as_its_cronjob_runs_it(pool: PgPool) {
     let pod = Pod {
         uid: "9e2a4c71-3b5d-4f08-8c6e-1d7f0a9b2e53",
         name: "orders-batch-29390460-q7m2z",
+        node: "node-a",
     };
     let container = kubernetes_container(
         "kubernetes/laptop",
@@ -533,6 +534,9 @@ async fn runs_as_its_cronjob_runs_it(pool: PgPool) {
         ("service.instance.id", pod.uid),
         ("k8s.pod.name", pod.name),
         ("k8s.namespace.name", "orders-span-links"),
+        ("k8s.node.name", pod.node),
+        ("k8s.cronjob.name", "orders-batch"),
+        ("deployment.environment", "kubernetes"),
     ];
     for (key, value) in identity {
         assert_eq!(string(&batches[0].resource, key), Some(value), "{key}");

@@ -49,11 +49,14 @@ impl Container {
     }
 }
 
-/// The pod's fields a `fieldRef` reads, which the cluster would give it.
+/// The pod's fields a `fieldRef` reads, which the cluster would give it
+/// (its labels are its template's).
 #[derive(Debug)]
 pub struct Pod<'a> {
     pub uid: &'a str,
     pub name: &'a str,
+    /// The node it was scheduled on.
+    pub node: &'a str,
 }
 
 /// An `httpGet` probe: its path, and its port as the number it names.
@@ -96,6 +99,7 @@ pub fn kubernetes_container(
         overlay,
         objects: &objects,
         namespace: &found["metadata"]["namespace"],
+        labels: &spec["template"]["metadata"]["labels"],
         pod,
     };
     let probe = |probe: &str| http_probe(declared, probe);
@@ -136,6 +140,7 @@ struct Resolver<'a> {
     overlay: &'a str,
     objects: &'a [Value],
     namespace: &'a Value,
+    labels: &'a Value,
     pod: &'a Pod<'a>,
 }
 
@@ -183,7 +188,14 @@ impl Resolver<'_> {
             "metadata.uid" => self.pod.uid.to_owned(),
             "metadata.name" => self.pod.name.to_owned(),
             "metadata.namespace" => text(self.namespace),
-            other => panic!("fieldRef {other}: not resolved here"),
+            "spec.nodeName" => self.pod.node.to_owned(),
+            other => match other
+                .strip_prefix("metadata.labels['")
+                .and_then(|label| label.strip_suffix("']"))
+            {
+                Some(label) => text(&self.labels[label]),
+                None => panic!("fieldRef {other}: not resolved here"),
+            },
         }
     }
 

@@ -42,6 +42,7 @@ fn every_shipped_collector_configuration_is_valid_where_it_runs() {
     let pod = Pod {
         uid: "3d1e7b20-5a4c-4e9f-b862-0c9a7f1d5e34",
         name: "otel-collector-0",
+        node: "node-a",
     };
     let laptop = kubernetes_container(
         "kubernetes/laptop",
