@@ -182,6 +182,12 @@ def check_collector_available(render, objects):
           and (dig(collector, "spec.minReadySeconds") or 0) > 0,
           f"{render}: statefulset/otel-collector is not rolled one ready replica at a time")
     check_replicas_spread(render, collector, [o for o in objects if o["kind"] == "PodDisruptionBudget"])
+    # Its own metrics found by the scrapers that read pod annotations, at the port its metrics reader serves.
+    annotations = dig(collector, "spec.template.metadata.annotations") or {}
+    port = str(dig(yaml.safe_load((ROOT / "otel-collector.yaml").read_text()), "service.telemetry.metrics.readers")[0]["pull"]["exporter"]["prometheus"]["port"])
+    for prefix in ("signoz.io", "prometheus.io"):
+        check([annotations.get(f"{prefix}/{key}") for key in ("scrape", "port", "path")] == ["true", port, "/metrics"],
+              f"{render}: the collector's pods lack the {prefix}/scrape, /port ({port}) and /path annotations a scraper reads")
 
 
 def collector_mutations_fail(objects):
