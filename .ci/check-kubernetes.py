@@ -22,6 +22,7 @@ when it should); the collector's GOMEMLIMIT, memory and own metrics; a ServiceAc
 workload; the app.kubernetes.io labels on every object and pod template;
 NetworkPolicies denying by default and letting through exactly the traffic
 the system needs (network_policy.py reads them).
+Every overlay docs/kubernetes.md shows is rendered and checked too, as pasted.
 What only a cluster proves (the images running read-only, volumes binding,
 the HPA's metrics, a CNI enforcing the policies) is not checked here.
 
@@ -32,6 +33,7 @@ otel-collector.yaml by check-deployment.py; here only that Kubernetes runs it.
 import copy
 import json
 import pathlib
+import shutil
 import re
 import subprocess
 import sys
@@ -333,6 +335,18 @@ listen_default = re.search(r'env = "LISTEN_ADDR", default_value = "([^"]+)"', (R
 
 renders = {k.parent.name: rendered(k.parent) for k in sorted(ROOT.glob("kubernetes/*/kustomization.yaml"))}
 check("base" in renders, "kubernetes/base/kustomization.yaml is missing")
+# Every overlay docs/kubernetes.md shows, as a user pastes it beside the others.
+for number, block in enumerate(b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs/kubernetes.md").read_text(), re.S)
+                               if "kind: Kustomization" in b):
+    named = re.match(r"# kubernetes/([\w-]+)/kustomization\.yaml\n", block)
+    name = f"docs-{named[1] if named else number}"
+    pasted = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=ROOT / "kubernetes"))
+    try:
+        (pasted / "kustomization.yaml").write_text(block)
+        renders[name] = rendered(pasted)
+    finally:
+        shutil.rmtree(pasted)
+check(sum(name.startswith("docs-") for name in renders) >= 2, "docs/kubernetes.md shows fewer than the two overlays it should")
 with tempfile.TemporaryDirectory() as tmp:
     files = []
     for name, text in renders.items():
