@@ -347,6 +347,27 @@ for number, block in enumerate(b for b in re.findall(r"```yaml\n(.*?)```", (ROOT
     finally:
         shutil.rmtree(pasted)
 check(sum(name.startswith("docs-") for name in renders) >= 2, "docs/kubernetes.md shows fewer than the two overlays it should")
+
+
+def images_after_a_tag_bump(overlay, tag):
+    """Each workload's images in `overlay`, rendered from a copy of kubernetes/
+    whose base names every image at `tag`: an upgrade as docs/kubernetes.md
+    makes it, in one place."""
+    with tempfile.TemporaryDirectory() as copy_root:
+        copied = pathlib.Path(copy_root, "kubernetes")
+        shutil.copytree(ROOT / "kubernetes", copied)
+        base = copied / "base/kustomization.yaml"
+        base.write_text(re.sub(r'newTag: "[^"]*"', f'newTag: "{tag}"', base.read_text()))
+        text = rendered(copied / overlay) or ""
+    return {f"{o['kind']}/{o['metadata']['name']}": [c["image"] for c in dig(o, PODS[o["kind"]])["containers"]]
+            for o in yaml.safe_load_all(text) if o and o["kind"] in PODS}
+
+
+for overlay in ("separate-migrations", "laptop"):
+    for workload, images in images_after_a_tag_bump(overlay, "9.9.9").items():
+        ours = [image for image in images if "/orders-" in image]
+        check(all(image.endswith(":9.9.9") for image in ours),
+              f"{overlay}: {workload} keeps {ours} when the base's tag is bumped to 9.9.9: name the image in one place")
 with tempfile.TemporaryDirectory() as tmp:
     files = []
     for name, text in renders.items():
