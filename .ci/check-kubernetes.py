@@ -349,25 +349,31 @@ for number, block in enumerate(b for b in re.findall(r"```yaml\n(.*?)```", (ROOT
 check(sum(name.startswith("docs-") for name in renders) >= 2, "docs/kubernetes.md shows fewer than the two overlays it should")
 
 
-def images_after_a_tag_bump(overlay, tag):
+def images_after_a_tag_bump(overlay, tag, digest):
     """Each workload's images in `overlay`, rendered from a copy of kubernetes/
-    whose base names every image at `tag`: an upgrade as docs/kubernetes.md
-    makes it, in one place."""
+    whose base names every image at `tag`, pinned by `digest`: an upgrade as
+    docs/kubernetes.md makes it, in one place."""
     with tempfile.TemporaryDirectory() as copy_root:
         copied = pathlib.Path(copy_root, "kubernetes")
         shutil.copytree(ROOT / "kubernetes", copied)
         base = copied / "base/kustomization.yaml"
-        base.write_text(re.sub(r'newTag: "[^"]*"', f'newTag: "{tag}"', base.read_text()))
+        bumped = re.sub(r'( *)newTag: "[^"]*"', rf'\1newTag: "{tag}"\n\1digest: {digest}', base.read_text())
+        base.write_text(bumped)
         text = rendered(copied / overlay) or ""
     return {f"{o['kind']}/{o['metadata']['name']}": [c["image"] for c in dig(o, PODS[o["kind"]])["containers"]]
             for o in yaml.safe_load_all(text) if o and o["kind"] in PODS}
 
 
-for overlay in ("separate-migrations", "laptop"):
-    for workload, images in images_after_a_tag_bump(overlay, "9.9.9").items():
-        ours = [image for image in images if "/orders-" in image]
-        check(all(image.endswith(":9.9.9") for image in ours),
-              f"{overlay}: {workload} keeps {ours} when the base's tag is bumped to 9.9.9: name the image in one place")
+# An upgrade, pinned by digest as docs/kubernetes.md shows: name:tag@sha256:…, whose tag the rules above read.
+DIGEST = "sha256:" + "5" * 64
+for overlay, workloads in (("separate-migrations", {"Deployment/orders-api", "CronJob/orders-batch", "Job/orders-migrate"}),
+                          ("laptop", {"Deployment/orders-api", "CronJob/orders-batch"})):
+    ours = {workload: [image for image in images if "/orders-" in image]
+            for workload, images in images_after_a_tag_bump(overlay, "9.9.9", DIGEST).items()}
+    check(workloads <= {workload for workload, images in ours.items() if images}, f"{overlay}: the bumped render lacks one of {sorted(workloads)}")
+    for workload, images in ours.items():
+        check(all(image.endswith(f":9.9.9@{DIGEST}") for image in images),
+              f"{overlay}: {workload} keeps {images} when the base's tag is bumped to 9.9.9@{DIGEST[:12]}…: name the image in one place")
 with tempfile.TemporaryDirectory() as tmp:
     files = []
     for name, text in renders.items():
