@@ -17,8 +17,10 @@ on its telemetry (service.instance.id from the pod's UID); probes with
 explicit timeouts, readiness outwaiting /readyz's own and riding out a blip;
 the API's replicas spread by node and zone, drained one at a time; the
 collector in two replicas or more, each with its own queue volume, spread,
-rolled and drained one at a time (planted mutations prove this check fails
-when it should); the collector's GOMEMLIMIT, memory and own metrics; a ServiceAccount per
+rolled and drained one at a time; upgrades named in one place, and every
+overlay docs/kubernetes.md shows (planted mutations prove these checks fail
+when they should: one replica, a shared claim, no budget, OnDelete, the
+Job's image left behind, the egress patch missing); the collector's GOMEMLIMIT, memory and own metrics; a ServiceAccount per
 workload; the app.kubernetes.io labels on every object and pod template;
 NetworkPolicies denying by default and letting through exactly the traffic
 the system needs (network_policy.py reads them).
@@ -215,11 +217,17 @@ def collector_mutations_fail(objects):
     for mutation in (one_replica, shared_volume, no_budget, recreated):
         planted = copy.deepcopy(objects)
         mutation(planted)
-        before = len(problems)
-        check_collector_available(f"base with {mutation.__name__}", planted)
-        found = len(problems) > before
-        del problems[before:]
-        check(found, f"the collector's check passes with the mutation {mutation.__name__} planted")
+        catches(mutation.__name__, lambda: check_collector_available(f"base with {mutation.__name__}", planted))
+
+
+def catches(mutation, run):
+    """`run` checks a copy with `mutation` planted: it must report a problem,
+    which is then forgotten."""
+    before = len(problems)
+    run()
+    found = len(problems) > before
+    del problems[before:]
+    check(found, f"the checks pass with the mutation {mutation} planted")
 
 
 def check_collector_memory(render, container, configuration):
@@ -335,27 +343,34 @@ listen_default = re.search(r'env = "LISTEN_ADDR", default_value = "([^"]+)"', (R
 
 renders = {k.parent.name: rendered(k.parent) for k in sorted(ROOT.glob("kubernetes/*/kustomization.yaml"))}
 check("base" in renders, "kubernetes/base/kustomization.yaml is missing")
+def pasted_beside_the_others(name, kustomization):
+    """`kustomization` rendered from a folder of its own beside kubernetes/base."""
+    pasted = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=ROOT / "kubernetes"))
+    try:
+        (pasted / "kustomization.yaml").write_text(kustomization)
+        return rendered(pasted)
+    finally:
+        shutil.rmtree(pasted)
+
+
 # Every overlay docs/kubernetes.md shows, as a user pastes it beside the others.
+docs_overlays = {}
 for number, block in enumerate(b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs/kubernetes.md").read_text(), re.S)
                                if "kind: Kustomization" in b):
     named = re.match(r"# kubernetes/([\w-]+)/kustomization\.yaml\n", block)
-    name = f"docs-{named[1] if named else number}"
-    pasted = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=ROOT / "kubernetes"))
-    try:
-        (pasted / "kustomization.yaml").write_text(block)
-        renders[name] = rendered(pasted)
-    finally:
-        shutil.rmtree(pasted)
-check(sum(name.startswith("docs-") for name in renders) >= 2, "docs/kubernetes.md shows fewer than the two overlays it should")
+    docs_overlays[f"docs-{named[1] if named else number}"] = block
+renders.update({name: pasted_beside_the_others(name, block) for name, block in docs_overlays.items()})
+check(len(docs_overlays) >= 2 and "docs-my-cluster" in docs_overlays, "docs/kubernetes.md shows fewer than the two overlays it should")
 
 
-def images_after_a_tag_bump(overlay, tag, digest):
+def images_after_a_tag_bump(overlay, tag, digest, alter=lambda copied: None):
     """Each workload's images in `overlay`, rendered from a copy of kubernetes/
-    whose base names every image at `tag`, pinned by `digest`: an upgrade as
-    docs/kubernetes.md makes it, in one place."""
+    whose base names every image at `tag`, pinned by `digest` (and `alter`
+    changed): an upgrade as docs/kubernetes.md makes it, in one place."""
     with tempfile.TemporaryDirectory() as copy_root:
         copied = pathlib.Path(copy_root, "kubernetes")
         shutil.copytree(ROOT / "kubernetes", copied)
+        alter(copied)
         base = copied / "base/kustomization.yaml"
         bumped = re.sub(r'( *)newTag: "[^"]*"', rf'\1newTag: "{tag}"\n\1digest: {digest}', base.read_text())
         base.write_text(bumped)
@@ -366,14 +381,29 @@ def images_after_a_tag_bump(overlay, tag, digest):
 
 # An upgrade, pinned by digest as docs/kubernetes.md shows: name:tag@sha256:…, whose tag the rules above read.
 DIGEST = "sha256:" + "5" * 64
-for overlay, workloads in (("separate-migrations", {"Deployment/orders-api", "CronJob/orders-batch", "Job/orders-migrate"}),
-                          ("laptop", {"Deployment/orders-api", "CronJob/orders-batch"})):
+
+
+def check_upgrade_in_one_place(overlay, workloads, alter=lambda copied: None):
     ours = {workload: [image for image in images if "/orders-" in image]
-            for workload, images in images_after_a_tag_bump(overlay, "9.9.9", DIGEST).items()}
+            for workload, images in images_after_a_tag_bump(overlay, "9.9.9", DIGEST, alter).items()}
     check(workloads <= {workload for workload, images in ours.items() if images}, f"{overlay}: the bumped render lacks one of {sorted(workloads)}")
     for workload, images in ours.items():
         check(all(image.endswith(f":9.9.9@{DIGEST}") for image in images),
               f"{overlay}: {workload} keeps {images} when the base's tag is bumped to 9.9.9@{DIGEST[:12]}…: name the image in one place")
+
+
+def job_image_left_behind(copied):
+    """The overlay names the Job's image itself, and the component takes none."""
+    component = copied / "components/migration-job/kustomization.yaml"
+    component.write_text(component.read_text().split("\nreplacements:")[0] + "\n")
+    overlay = copied / "separate-migrations/kustomization.yaml"
+    overlay.write_text(overlay.read_text() + "images:\n  - {name: orders-api, newName: registry.example.com/orders-span-links/orders-api, newTag: \"0.1.0\"}\n")
+
+
+MIGRATING = {"Deployment/orders-api", "CronJob/orders-batch", "Job/orders-migrate"}
+check_upgrade_in_one_place("separate-migrations", MIGRATING)
+check_upgrade_in_one_place("laptop", {"Deployment/orders-api", "CronJob/orders-batch"})
+catches("job_image_left_behind", lambda: check_upgrade_in_one_place("separate-migrations", MIGRATING, job_image_left_behind))
 with tempfile.TemporaryDirectory() as tmp:
     files = []
     for name, text in renders.items():
@@ -517,6 +547,12 @@ for render, text in renders.items():
     check_network(render, objects, settings)
     check_migrations(render, by_name)
     summary.append(f"{render} {len(objects)} objects, {len(pods)} pod specs")
+
+# The other-namespace overlay without its egress patch: the network rules must refuse it.
+without_egress = docs_overlays["docs-my-cluster"].split("\npatches:")[0] + "\n"
+unpatched = [o for o in yaml.safe_load_all(pasted_beside_the_others("docs-my-cluster-unpatched", without_egress) or "") if o]
+unpatched_settings = next(dig(o, "data") for o in unpatched if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("otel-collector-settings"))
+catches("egress_patch_missing", lambda: check_network("docs-my-cluster without its patches", unpatched, unpatched_settings))
 
 for problem in problems:
     print(f"kubernetes: {problem}", file=sys.stderr)
