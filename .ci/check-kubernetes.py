@@ -537,11 +537,10 @@ for render, text in renders.items():
         check_replicas_spread(render, api, [o for o in objects if o["kind"] == "PodDisruptionBudget"])
 
     # The production rules: each exporting pod told apart, accounts and labels, network policies.
-    for where, pod, _ in pods:
-        kind = {"deployment": "Deployment", "cronjob": "CronJob", "job": "Job", "statefulset": "StatefulSet"}.get(where.split(": ")[-1].split("/")[0])
-        for container in pod.get("containers", []):
+    for o in objects:
+        for container in (dig(o, PODS[o["kind"]]) or {}).get("containers", []) if o["kind"] in PODS else []:
             if "OTEL_EXPORTER_OTLP_ENDPOINT" in env_names(container, by_name):
-                check_identity(where, kind, container, telemetry)
+                check_identity(f"{render}: {o['kind'].lower()}/{o['metadata']['name']}", o["kind"], container, telemetry)
     check_accounts_and_labels(render, objects, pods)
     settings = dig(next((o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("otel-collector-settings")), {}), "data") or {}
     check_network(render, objects, settings)

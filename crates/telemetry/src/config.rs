@@ -188,19 +188,26 @@ pub struct TelemetryConfig {
     /// is tried again, and (blocking) a producer waits for room; a minute by
     /// default, `None` (0) for no bound.
     pub block_timeout: Option<Duration>,
-    /// `OTEL_EXPORTER_OTLP_{SIGNAL}_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`:
-    /// one attempt to export, in [`Signal::ALL`] order.
-    pub export_timeouts: [Duration; 3],
-    /// Whether each signal goes over OTLP/gRPC rather than HTTP/protobuf, in
-    /// [`Signal::ALL`] order.
-    pub grpc: [bool; 3],
     /// The trace exporter's `otel.component.type`, for its metrics.
     pub span_exporter_type: &'static str,
     /// `TELEMETRY_SHUTDOWN_TIMEOUT_MS`: how long the flush at exit may take,
     /// all signals together (half for traces, then half for the others).
     pub shutdown_timeout: Duration,
-    /// Where each signal's OTLP export goes, for messages, in [`Signal::ALL`] order.
-    pub endpoints: Vec<String>,
+    /// How each signal goes over OTLP, in [`Signal::ALL`] order (the default
+    /// where it does not).
+    pub otlp: [OtlpTarget; 3],
+}
+
+/// Where and how one signal is exported over OTLP, resolved as the exporter
+/// would resolve it, and given to it.
+#[derive(Debug, Clone, Default)]
+pub struct OtlpTarget {
+    pub endpoint: String,
+    /// OTLP/gRPC rather than HTTP/protobuf.
+    pub grpc: bool,
+    /// `OTEL_EXPORTER_OTLP_{SIGNAL}_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`:
+    /// one attempt to export.
+    pub timeout: Duration,
 }
 
 /// The environment: a variable's value, trimmed, when it is set and not empty.
@@ -272,16 +279,15 @@ impl TelemetryConfig {
             exporter(Signal::Metrics)?,
             exporter(Signal::Logs)?,
         ];
-        let mut endpoints = Vec::new();
-        let (mut grpc, mut export_timeouts) = ([false; 3], [DEFAULT_EXPORT_TIMEOUT; 3]);
+        let mut otlp: [OtlpTarget; 3] = Default::default();
         for (signal, exporter) in Signal::ALL.into_iter().zip(exporters) {
-            if exporter != Exporter::Otlp {
-                endpoints.push(String::new());
-                continue;
+            if exporter == Exporter::Otlp {
+                otlp[signal as usize] = OtlpTarget {
+                    endpoint: endpoint(get, signal)?,
+                    grpc: is_grpc(get, signal)?,
+                    timeout: export_timeout(get, signal)?,
+                };
             }
-            endpoints.push(endpoint(get, signal)?);
-            grpc[signal as usize] = is_grpc(get, signal)?;
-            export_timeouts[signal as usize] = export_timeout(get, signal)?;
         }
         let links = number(get, "OTEL_SPAN_LINK_COUNT_LIMIT")?
             .map_or(0, |limit| u32::try_from(limit).unwrap_or(u32::MAX));
@@ -293,7 +299,7 @@ impl TelemetryConfig {
         let queue = size("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)?;
         let export_batch = size("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE)?;
         let span_exporter_type = match exporters[Signal::Traces as usize] {
-            Exporter::Otlp if grpc[Signal::Traces as usize] => "otlp_grpc_span_exporter",
+            Exporter::Otlp if otlp[Signal::Traces as usize].grpc => "otlp_grpc_span_exporter",
             Exporter::Otlp => "otlp_http_span_exporter",
             Exporter::Console => "opentelemetry_stdout::SpanExporter",
             Exporter::None => "",
@@ -320,25 +326,23 @@ impl TelemetryConfig {
                 Some(0) => None,
                 Some(millis) => Some(Duration::from_millis(millis)),
             },
-            export_timeouts,
-            grpc,
             span_exporter_type,
             shutdown_timeout: number(get, "TELEMETRY_SHUTDOWN_TIMEOUT_MS")?
                 .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis),
-            endpoints,
+            otlp,
         })
     }
 
     /// One attempt to export `signal`: the exporter's timeout.
     #[must_use]
     pub fn export_timeout(&self, signal: Signal) -> Duration {
-        self.export_timeouts[signal as usize]
+        self.otlp[signal as usize].timeout
     }
 
     /// Whether `signal` goes over OTLP/gRPC rather than HTTP/protobuf.
     #[must_use]
     pub fn is_grpc(&self, signal: Signal) -> bool {
-        self.grpc[signal as usize]
+        self.otlp[signal as usize].grpc
     }
 
     /// The exporter of `signal`: none at all when the SDK is disabled.
@@ -350,7 +354,7 @@ impl TelemetryConfig {
     /// Where `signal`'s OTLP export goes (empty when it is not exported over OTLP).
     #[must_use]
     pub fn endpoint(&self, signal: Signal) -> &str {
-        &self.endpoints[signal as usize]
+        &self.otlp[signal as usize].endpoint
     }
 }
 
@@ -683,7 +687,10 @@ mod tests {
 
     #[test]
     fn each_exporters_timeout_is_its_own_else_the_common_one_resolved_here() {
-        let timeouts = |variables: &[(&str, &str)]| config(variables).unwrap().export_timeouts;
+        let timeouts = |variables: &[(&str, &str)]| {
+            let config = config(variables).unwrap();
+            Signal::ALL.map(|signal| config.export_timeout(signal))
+        };
         let seconds = |seconds| Duration::from_secs(seconds);
         assert_eq!(timeouts(&[]), [seconds(10); 3]);
         let common = ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000");
